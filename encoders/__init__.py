@@ -1,0 +1,1 @@
+"""Encoders: raw text / image / audio -> L2-normalised native-space vectors."""

@@ -1,0 +1,78 @@
+"""Builds encoders from config by kind; third parties add kinds through entry points.
+
+A package registers a kind with, in its pyproject.toml::
+
+    [project.entry-points."mixrec.encoders"]
+    my-kind = "my_pkg.encoders:MyEncoder"
+
+where ``MyEncoder`` subclasses ``encoders.base.Encoder``, sets ``modality`` and
+has a ``from_config(cfg: EncoderConfig, limits: LimitsConfig | None)`` classmethod.
+In-process code can call ``register_encoder("my-kind")`` as a decorator instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Callable
+
+from encoders.errors import EncoderConfigError
+
+if TYPE_CHECKING:
+    from encoders.base import Encoder
+    from mixrec.config import EncoderConfig, LimitsConfig
+
+ENTRY_POINT_GROUP = "mixrec.encoders"
+
+# Built-in kinds -> "module:Class", imported lazily so that loading a config
+# does not import torch.
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "hf-text": ("text", "encoders.text:HFTextEncoder"),
+    "open-clip": ("image", "encoders.image:OpenCLIPImageEncoder"),
+    "hf-audio": ("audio", "encoders.audio:HFAudioEncoder"),
+}
+_REGISTERED: dict[str, type] = {}
+
+
+def register_encoder(kind: str) -> Callable[[type], type]:
+    def deco(cls: type) -> type:
+        _REGISTERED[kind] = cls
+        return cls
+    return deco
+
+
+def _entry_points() -> dict:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_kinds() -> set[str]:
+    return set(_BUILTIN) | set(_REGISTERED) | set(_entry_points())
+
+
+def _load_class(kind: str) -> type:
+    if kind in _REGISTERED:
+        return _REGISTERED[kind]
+    if kind in _BUILTIN:
+        mod, _, name = _BUILTIN[kind][1].partition(":")
+        return getattr(importlib.import_module(mod), name)
+    eps = _entry_points()
+    if kind in eps:
+        cls = eps[kind].load()
+        _REGISTERED[kind] = cls
+        return cls
+    raise EncoderConfigError(f"unknown encoder kind {kind!r}; known kinds: {sorted(available_kinds())}")
+
+
+def kind_modality(kind: str) -> str:
+    if kind in _BUILTIN:
+        return _BUILTIN[kind][0]
+    return _load_class(kind).modality
+
+
+def build_encoder(cfg: "EncoderConfig", limits: "LimitsConfig | None" = None) -> "Encoder":
+    cls = _load_class(cfg.kind)
+    enc = cls.from_config(cfg, limits)
+    if cfg.expected_dim is not None and enc.dim != cfg.expected_dim:
+        raise EncoderConfigError(
+            f"encoder {cfg.kind}:{cfg.model} produces dim {enc.dim}, config expected_dim is {cfg.expected_dim}")
+    return enc

@@ -1,0 +1,1 @@
+"""Fusion: native encoder spaces -> one shared space -> LightFM hybrid model."""

