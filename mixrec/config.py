@@ -125,6 +125,36 @@ class StorageConfig(_Strict):
     media_dir: str = "data/media"
 
 
+class EncoderServingConfig(_Strict):
+    """How one encoder service runs under BentoML."""
+
+    gpu: float = Field(0.0, ge=0, le=8)  # fractional shares (e.g. 0.3) let three encoders share one GPU
+    workers: int = Field(1, ge=1, le=64)
+    max_batch_size: int = Field(32, ge=1, le=4096)
+    max_latency_ms: int = Field(50, ge=1, le=60_000)
+    timeout_s: int = Field(60, ge=1)
+
+
+class ServingConfig(_Strict):
+    """The Bento's entry service (Recommender) and its encoder services."""
+
+    text_encoder: EncoderServingConfig = Field(default_factory=EncoderServingConfig)
+    image_encoder: EncoderServingConfig = Field(default_factory=lambda: EncoderServingConfig(max_batch_size=16))
+    audio_encoder: EncoderServingConfig = Field(default_factory=lambda: EncoderServingConfig(max_batch_size=8))
+    artifacts: str = "data/demo/artifacts"  # a directory, or bentoml:<tag> in the model store
+    state_dir: str = "data/state"  # where the service checkpoints the model it updates online
+    api_key: str | None = None  # bearer token required on every endpoint but health when set
+    max_k: int = Field(200, ge=1, le=10_000)
+    max_request_items: int = Field(256, ge=1)  # items per add/delete/feedback call
+    max_query_files: int = Field(4, ge=1)  # images / audio clips per query
+    ann_threshold: int = Field(50_000, ge=1)  # exact scoring below, faiss HNSW above
+    update_every: int = Field(200, ge=0)  # fit_partial after this many new events (0 = only on demand)
+    update_epochs: int = Field(2, ge=1)
+    sync_interval_s: float = Field(5.0, gt=0)  # replicas poll the database for others' writes
+    workers: int = Field(1, ge=1, le=64)
+    timeout_s: int = Field(120, ge=1)
+
+
 class MixrecConfig(_Strict):
     profile: str = "custom"
     data_dir: str = "data/demo"
@@ -134,7 +164,7 @@ class MixrecConfig(_Strict):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
-    serving: dict[str, Any] = Field(default_factory=dict)  # filled in by the services layer
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @model_validator(mode="after")
     def _modalities_match(self) -> "MixrecConfig":

@@ -1,0 +1,75 @@
+"""``mixrec models``: put local encoder weights into the BentoML model store, list them.
+
+An imported model is referenced from config as ``weights: bentoml:<name>:<version>``
+(or ``bentoml:<name>`` for the latest).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+models_app = typer.Typer(help="Encoder weights in the BentoML model store", no_args_is_help=True)
+KIND_LABEL = "mixrec.kind"
+
+
+def import_model(src: Path, name: str, kind: str, model: str | None = None) -> str:
+    """Copy a weights directory into the model store; returns the new tag."""
+    import bentoml
+
+    from encoders.errors import EncoderConfigError
+    from encoders.registry import available_kinds
+    from encoders.weights import read_marker
+
+    if not src.is_dir():
+        raise EncoderConfigError(f"SRC must be a directory of weights, got {src}")
+    if kind not in available_kinds():
+        raise EncoderConfigError(f"unknown encoder kind {kind!r}; known kinds: {sorted(available_kinds())}")
+    marker = read_marker(src)
+    labels = {KIND_LABEL: kind, "mixrec.model": model or marker.get("model", name),
+              "mixrec.trained": str(marker.get("trained", True)).lower()}
+    with bentoml.models.create(name, labels=labels, metadata={"source": str(src.resolve())}) as ref:
+        shutil.copytree(src, ref.path, dirs_exist_ok=True)
+    return str(ref.tag)
+
+
+@models_app.command("import")
+def import_command(
+    src: Path = typer.Argument(..., help="Local weights directory (save_pretrained / open_clip local-dir layout)"),
+    name: str = typer.Option(..., "--name", help="Model-store name"),
+    kind: str = typer.Option(..., "--kind", help="Encoder kind the weights are for, e.g. hf-text"),
+    model: str = typer.Option(None, "--model", help="Architecture / model name recorded as a label"),
+) -> None:
+    """Import SRC into the BentoML model store."""
+    from encoders.errors import EncoderConfigError
+
+    try:
+        tag = import_model(src, name, kind, model)
+    except EncoderConfigError as e:
+        Console().print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    Console().print(f"imported [bold]{tag}[/bold]; use it as  weights: bentoml:{tag}")
+
+
+@models_app.command("list")
+def list_command() -> None:
+    """List encoder weights in the model store (those imported with `mixrec models import`)."""
+    import bentoml
+
+    table = Table(title="BentoML model store: mixrec encoders")
+    for col in ("tag", "kind", "model", "trained", "created"):
+        table.add_column(col)
+    for m in sorted(bentoml.models.list(), key=lambda m: str(m.tag)):
+        labels = m.info.labels or {}
+        if KIND_LABEL in labels:
+            table.add_row(str(m.tag), labels[KIND_LABEL], labels.get("mixrec.model", ""),
+                          labels.get("mixrec.trained", ""), str(m.info.creation_time)[:19])
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

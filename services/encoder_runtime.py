@@ -1,0 +1,50 @@
+"""What the three encoder services share: robust batch encoding and wire format.
+
+Media crosses service boundaries as base64 strings: BentoML batches list-like
+JSON inputs across requests, and bytes are not JSON.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from encoders.base import Encoder
+from encoders.errors import InvalidMediaError
+
+log = logging.getLogger("mixrec.services")
+
+
+def b64encode(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def b64decode(data: str, index: int | None = None, modality: str | None = None) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        raise InvalidMediaError("not valid base64", modality=modality, index=index) from None
+
+
+def encode_batch(encoder: Encoder, batch: Sequence[Any]) -> np.ndarray:
+    """Encode a merged adaptive batch without letting one bad item fail the others.
+
+    Requests from different callers share a batch, so an invalid item yields a
+    NaN row (the caller validates its own input first and reports the error)
+    instead of an exception that would fail every request in the batch.
+    """
+    try:
+        return encoder.encode(batch)
+    except InvalidMediaError:
+        rows = []
+        for i, item in enumerate(batch):
+            try:
+                rows.append(encoder.encode([item])[0])
+            except InvalidMediaError as e:
+                log.warning("encoder %s: %s", encoder.modality, e.at(index=i))
+                rows.append(np.full(encoder.dim, np.nan, dtype=np.float32))
+        return np.stack(rows).astype(np.float32)
