@@ -1,0 +1,349 @@
+"""Recommender: the Bento's entry service. Apps call this; it calls the three encoders.
+
+Every API validates its input and answers a 4xx naming the problem; media are
+decoded and checked here (size, pixels, duration, format) before any encoder
+sees them. Heavy work runs in worker threads so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import io
+import logging
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import bentoml
+import numpy as np
+from bentoml.exceptions import BentoMLException
+from pydantic import Field
+
+from services.audio_encoder import AudioEncoder
+from services.auth import ApiKeyMiddleware
+from services.encoder_runtime import b64encode
+from services.image_encoder import ImageEncoder
+from services.schemas import ID_PATTERN, EventIn, ItemIn, ItemType
+from services.settings import CONFIG
+from services.text_encoder import TextEncoder
+
+log = logging.getLogger("mixrec.recommender")
+MixParam = Union[dict[str, Union[int, float]], Literal["interleave", "score"], None]
+
+
+def _http_error(e: Exception) -> BentoMLException:
+    """Map library errors to HTTP statuses; anything unmapped stays a 500 (a bug, not bad input)."""
+    from encoders.errors import InvalidMediaError
+    from fusion.hybrid import UnknownItemError, UnknownUserError
+    from mixrec.storage.errors import (DuplicateItemsError, MediaTooLargeError, UnknownItemsError,
+                                       UnsupportedMediaError)
+    from services.engine import BadRequest, DuplicateItems, NotFound
+
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    if isinstance(e, MediaTooLargeError):
+        return BentoMLException(msg, error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    if isinstance(e, UnsupportedMediaError):
+        return BentoMLException(msg, error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
+    if isinstance(e, (DuplicateItemsError, DuplicateItems)):
+        return BentoMLException(msg, error_code=HTTPStatus.CONFLICT)
+    if isinstance(e, (NotFound, UnknownItemsError, UnknownItemError, UnknownUserError)):
+        return BentoMLException(msg, error_code=HTTPStatus.NOT_FOUND)
+    if isinstance(e, (InvalidMediaError, BadRequest, ValueError)):
+        return BentoMLException(msg, error_code=HTTPStatus.BAD_REQUEST)
+    raise e
+
+
+def api_errors(fn):
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        try:
+            return await fn(*args, **kwargs)
+        except BentoMLException:
+            raise
+        except Exception as e:  # noqa: BLE001 - mapped or re-raised
+            raise _http_error(e) from None
+    return wrapper
+
+
+def _options(k: int, types, tags, mix, exclude_item_ids, diversity: float, explain: bool):
+    from services.engine import Options
+
+    return Options(k=k, types=types, tags=tags, mix=mix, exclude_item_ids=exclude_item_ids or (),
+                   diversity=diversity, explain=explain)
+
+
+def _b64(data: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{what} is not valid base64") from None
+
+
+def _read_upload(path: Path, limit: int, what: str) -> bytes:
+    size = path.stat().st_size
+    if size > limit:
+        from mixrec.storage.errors import MediaTooLargeError
+
+        raise MediaTooLargeError(size, limit, what)
+    return path.read_bytes()
+
+
+def _png(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wav(wave) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave.samples, wave.sample_rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def _first_row(arr: Any, what: str) -> np.ndarray:
+    v = np.array(arr, dtype=np.float32).reshape(-1, np.shape(arr)[-1])[0]
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{what} could not be encoded")
+    return v
+
+
+@bentoml.service(name="Recommender", workers=CONFIG.serving.workers, traffic={"timeout": CONFIG.serving.timeout_s})
+class Recommender:
+    text_encoder = bentoml.depends(TextEncoder)
+    image_encoder = bentoml.depends(ImageEncoder)
+    audio_encoder = bentoml.depends(AudioEncoder)
+
+    def __init__(self) -> None:
+        from services.engine import RecommenderEngine
+
+        self.cfg = CONFIG
+        self.limits = CONFIG.limits
+        self.engine = RecommenderEngine.open(CONFIG)
+        self.started = time.time()
+
+    def __is_ready__(self) -> bool:
+        return self.engine is not None
+
+    # ------------------------------------------------------------------ encoding raw input
+    async def _encode_text(self, text: str) -> np.ndarray:
+        from encoders.media import check_text
+
+        text = check_text(text, self.limits)
+        return _first_row(await self.text_encoder.to_async.encode([text]), "text")
+
+    async def _encode_image(self, data: bytes) -> np.ndarray:
+        from encoders.media import decode_image
+
+        await asyncio.to_thread(decode_image, data, self.limits)  # validate before the encoder sees it
+        return _first_row(await self.image_encoder.to_async.encode([b64encode(data)]), "image")
+
+    async def _encode_audio(self, data: bytes) -> np.ndarray:
+        from encoders.media import decode_audio
+
+        await asyncio.to_thread(decode_audio, data, self.limits)
+        return _first_row(await self.audio_encoder.to_async.encode([b64encode(data)]), "audio")
+
+    async def _encode_video(self, data: bytes) -> dict[str, np.ndarray]:
+        """Keyframes through the image encoder (mean), the soundtrack through the audio encoder."""
+        from encoders.base import l2_normalise
+        from encoders.media import read_keyframes, read_video_audio
+
+        v = self.cfg.video
+        frames = await asyncio.to_thread(read_keyframes, data, v.keyframes, self.limits, v.max_seconds)
+        out: dict[str, np.ndarray] = {}
+        vecs = np.array(await self.image_encoder.to_async.encode([b64encode(_png(f)) for f in frames]), np.float32)
+        if not np.all(np.isfinite(vecs)):
+            raise ValueError("video keyframes could not be encoded")
+        out["image"] = l2_normalise(vecs.mean(axis=0))
+        wave = await asyncio.to_thread(read_video_audio, data, self.limits, v.max_seconds)
+        if wave is not None:
+            out["audio"] = await self._encode_audio(_wav(wave))
+        return out
+
+    async def _query_vectors(self, text: str, images: list[bytes], clips: list[bytes]) -> dict[str, np.ndarray]:
+        from encoders.base import l2_normalise
+
+        n = len(images) + len(clips)
+        if n > self.cfg.serving.max_query_files:
+            raise ValueError(f"{n} media files in one query; the limit is {self.cfg.serving.max_query_files}")
+        vectors: dict[str, np.ndarray] = {}
+        if text and text.strip():
+            vectors["text"] = await self._encode_text(text)
+        if images:
+            vectors["image"] = l2_normalise(np.mean([await self._encode_image(b) for b in images], axis=0))
+        if clips:
+            vectors["audio"] = l2_normalise(np.mean([await self._encode_audio(b) for b in clips], axis=0))
+        return vectors
+
+    async def _item_vectors(self, it: ItemIn, image: bytes | None, audio: bytes | None,
+                            video: bytes | None) -> dict[str, np.ndarray]:
+        from mixrec.catalog import Item
+
+        vecs: dict[str, np.ndarray] = {"text": await self._encode_text(Item(
+            item_id=it.item_id, type=it.type, title=it.title, description=it.description, tags=it.tags).text())}
+        if video is not None:
+            vecs.update(await self._encode_video(video))
+        if image is not None:
+            vecs["image"] = await self._encode_image(image)
+        if audio is not None:
+            vecs["audio"] = await self._encode_audio(audio)
+        return vecs
+
+    async def _add(self, specs: list[tuple[ItemIn, bytes | None, bytes | None, bytes | None]]) -> dict:
+        from mixrec.catalog import Item
+
+        self.engine._check_many("items", len(specs))
+        ids = [s[0].item_id for s in specs]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate item ids in the request: {sorted({i for i in ids if ids.count(i) > 1})}")
+        items, vectors = [], {}
+        for i, (spec, image, audio, video) in enumerate(specs):
+            try:
+                vectors[spec.item_id] = await self._item_vectors(spec, image, audio, video)
+            except ValueError as e:  # InvalidMediaError included: name the item
+                raise ValueError(f"item {spec.item_id!r} (index {i}): {e}") from None
+            refs = {}
+            for kind, data in (("image", image), ("audio", audio), ("video", video)):
+                if data is not None:
+                    refs[kind] = (await asyncio.to_thread(self.engine.media.save, data, kind)).name
+            items.append(Item(item_id=spec.item_id, type=spec.type, title=spec.title, description=spec.description,
+                              tags=spec.tags, category=spec.category, **refs))
+        return await asyncio.to_thread(self.engine.add_items, items, vectors)
+
+    # ------------------------------------------------------------------ recommend
+    @bentoml.api
+    @api_errors
+    async def recommend(self, user_id: str = Field(pattern=ID_PATTERN), k: int = 10,
+                        types: list[ItemType] | None = None, tags: list[str] | None = None, mix: MixParam = None,
+                        exclude_seen: bool = True, exclude_item_ids: list[str] | None = None,
+                        diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True) -> dict:
+        """Top-k items for a known user, with per-type mix, filters, exclusion of seen items and diversity."""
+        opts = _options(k, types, tags, mix, exclude_item_ids, diversity, explain)
+        return await asyncio.to_thread(self.engine.recommend, user_id, opts, exclude_seen)
+
+    @bentoml.api
+    @api_errors
+    async def recommend_by_query(self, text: str = "", image: list[Path] = [], audio: list[Path] = [],
+                                 image_b64: list[str] = [], audio_b64: list[str] = [],
+                                 liked_item_ids: list[str] = [], k: int = 10, types: list[ItemType] | None = None,
+                                 tags: list[str] | None = None, mix: MixParam = None,
+                                 exclude_item_ids: list[str] | None = None,
+                                 diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True) -> dict:
+        """For a user with no history: text and/or images and/or audio clips (files or base64) and/or liked items."""
+        lim = self.limits
+        images = [_read_upload(p, lim.max_image_bytes, "image") for p in image]
+        images += [_b64(s, f"image_b64[{i}]") for i, s in enumerate(image_b64)]
+        clips = [_read_upload(p, lim.max_audio_bytes, "audio") for p in audio]
+        clips += [_b64(s, f"audio_b64[{i}]") for i, s in enumerate(audio_b64)]
+        vectors = await self._query_vectors(text, images, clips)
+        opts = _options(k, types, tags, mix, exclude_item_ids, diversity, explain)
+        described = {"text": bool(text.strip()), "images": len(images), "audio_clips": len(clips),
+                     "liked_items": len(liked_item_ids)}
+        return await asyncio.to_thread(self.engine.recommend_by_query, vectors, liked_item_ids, opts, described)
+
+    @bentoml.api
+    @api_errors
+    async def similar_items(self, item_id: str = Field(pattern=ID_PATTERN), k: int = 10,
+                            types: list[ItemType] | None = None) -> dict:
+        """Neighbours of an item; ``types`` picks the kinds returned (a song for a video, a product for a song)."""
+        return await asyncio.to_thread(self.engine.similar_items, item_id, k, types)
+
+    @bentoml.api
+    @api_errors
+    async def user_interests(self, user_id: str = Field(pattern=ID_PATTERN), top: int = Field(10, ge=1, le=100)) -> dict:
+        """The user's interest distribution over readable interest clusters."""
+        return await asyncio.to_thread(self.engine.user_interests, user_id, top)
+
+    # ------------------------------------------------------------------ catalog writes
+    @bentoml.api
+    @api_errors
+    async def add_items(self, items: list[ItemIn]) -> dict:
+        """Add items (media as base64 fields); they are encoded, stored and recommendable at once."""
+        lim = self.limits
+        specs = []
+        for i, it in enumerate(items):
+            def dec(field: str, limit: int):
+                raw = getattr(it, field)
+                if raw is None:
+                    return None
+                if len(raw) * 3 // 4 > limit:
+                    from mixrec.storage.errors import MediaTooLargeError
+
+                    raise MediaTooLargeError(len(raw) * 3 // 4, limit, field.removesuffix("_b64"))
+                return _b64(raw, f"items[{i}].{field}")
+            specs.append((it, dec("image_b64", lim.max_image_bytes), dec("audio_b64", lim.max_audio_bytes),
+                          dec("video_b64", lim.max_video_bytes)))
+        return await self._add(specs)
+
+    @bentoml.api
+    @api_errors
+    async def add_item(self, item_id: str = Field(pattern=ID_PATTERN), type: ItemType = "product",
+                       title: str = Field(min_length=1, max_length=500), description: str = "",
+                       tags: list[str] = [], category: str | None = None,
+                       image: list[Path] = [], audio: list[Path] = [], video: list[Path] = []) -> dict:
+        """Add one item with media as multipart files (curl -F image=@photo.jpg)."""
+        lim = self.limits
+        for name, files in (("image", image), ("audio", audio), ("video", video)):
+            if len(files) > 1:
+                raise ValueError(f"give at most one {name} file per item, got {len(files)}")
+        spec = ItemIn(item_id=item_id, type=type, title=title, description=description, tags=tags, category=category)
+        return await self._add([(spec,
+                                 _read_upload(image[0], lim.max_image_bytes, "image") if image else None,
+                                 _read_upload(audio[0], lim.max_audio_bytes, "audio") if audio else None,
+                                 _read_upload(video[0], lim.max_video_bytes, "video") if video else None)])
+
+    @bentoml.api
+    @api_errors
+    async def delete_items(self, item_ids: list[str]) -> dict:
+        """Remove items from the catalog and from every later recommendation."""
+        return await asyncio.to_thread(self.engine.delete_items, item_ids)
+
+    # ------------------------------------------------------------------ feedback and users
+    @bentoml.api
+    @api_errors
+    async def feedback(self, events: list[EventIn]) -> dict:
+        """Record interactions; answered only once they are durable in the database."""
+        from mixrec.catalog import Interaction
+
+        now = time.time()
+        batch = [Interaction(e.user_id, e.item_id, e.event, e.weight, e.timestamp if e.timestamp is not None else now)
+                 for e in events]
+        return await asyncio.to_thread(self.engine.feedback, batch)
+
+    @bentoml.api
+    @api_errors
+    async def update_model(self, wait: bool = True) -> dict:
+        """Apply the feedback received so far to the model now (fit_partial)."""
+        return await asyncio.to_thread(self.engine.update_model, wait)
+
+    @bentoml.api
+    @api_errors
+    async def forget_user(self, user_id: str = Field(pattern=ID_PATTERN)) -> dict:
+        """Delete a user's interactions and what the model learned about them."""
+        return await asyncio.to_thread(self.engine.forget_user, user_id)
+
+    @bentoml.api
+    @api_errors
+    async def info(self) -> dict:
+        """Encoders in use (with trained flags), catalog and model statistics."""
+        encoders = {
+            "text": await self.text_encoder.to_async.describe(),
+            "image": await self.image_encoder.to_async.describe(),
+            "audio": await self.audio_encoder.to_async.describe(),
+        }
+        stats = await asyncio.to_thread(self.engine.info)
+        untrained = [m for m, d in encoders.items() if not d.get("trained", True)]
+        return {"profile": self.cfg.profile, "encoders": encoders, "untrained_encoders": untrained,
+                "notice": (f"{', '.join(untrained)} encoder(s) run with UNTRAINED weights: their content signal "
+                           "is weak; configure pretrained weights for production") if untrained else None,
+                "uptime_s": round(time.time() - self.started, 1), **stats}
+
+
+if CONFIG.serving.api_key:
+    Recommender.add_asgi_middleware(ApiKeyMiddleware, api_key=CONFIG.serving.api_key)
