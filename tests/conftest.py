@@ -136,3 +136,8 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
     for modality, (kind, model) in TINY.items():
         out[modality] = build_encoder(encoder_config(kind, model, seed=7)).save(root / modality)
     return out
+
+
+# ---------------------------------------------------------------- end-to-end (session-scoped)
+
+from conftest_e2e import tiny_bento_server, tiny_demo  # noqa: E402,F401  (one built tiny Bento per session)

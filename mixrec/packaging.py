@@ -1,0 +1,162 @@
+"""Ship trained artifacts as one Bento: model store, ``bentoml build``, ``bentoml serve``.
+
+The Bento runs with ``configs/bento.yaml`` (bentofile.yaml sets MIXREC_CONFIG). The
+trained model only works with the encoders it was trained with, so the build refuses
+artifacts whose encoders differ from that config's instead of shipping a Bento that
+fails at start-up.
+
+``bentoml build`` and ``bentoml serve`` run as subprocesses: the service modules read
+their config at import, and the child gets exactly the environment we give it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+from mixrec.config import REPO_ROOT, MixrecConfig, load_config
+
+HYBRID_MODEL_NAME = "mixrec-hybrid"  # the name bentofile.yaml `models:` packages
+BENTOFILE = REPO_ROOT / "bentofile.yaml"
+BENTO_CONFIG = "configs/bento.yaml"  # relative to the build context / the Bento's src/
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "BENTOML_DO_NOT_TRACK": "true"}
+
+
+class PackagingError(RuntimeError):
+    """The Bento cannot be built or served as asked; the message says why and what to do."""
+
+
+def bentoml_executable() -> str:
+    cand = Path(sys.executable).parent / "bentoml"
+    return str(cand) if cand.exists() else "bentoml"
+
+
+def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for bentoml subprocesses: ours, offline, plus ``extra``."""
+    return {**os.environ, **OFFLINE_ENV, **(extra or {})}
+
+
+def check_bento_config(train_cfg: MixrecConfig, build_ctx: Path = REPO_ROOT) -> MixrecConfig:
+    """Load the Bento's config and check it can serve artifacts trained with ``train_cfg``."""
+    bento_cfg = load_config(build_ctx / BENTO_CONFIG, environ={})
+    for slot in ("text", "image", "audio"):
+        have = getattr(train_cfg.encoders, slot)
+        want = getattr(bento_cfg.encoders, slot)
+        if (have.kind, have.model, have.weights, have.seed, have.options) != \
+                (want.kind, want.model, want.weights, want.seed, want.options):
+            raise PackagingError(
+                f"the Bento serves with {BENTO_CONFIG}, whose {slot} encoder ({want.kind}:{want.model}, weights "
+                f"{want.weights}) differs from the one the artifacts were trained with ({have.kind}:{have.model}, "
+                f"weights {have.weights}); train with the same encoders or edit {BENTO_CONFIG}")
+    return bento_cfg
+
+
+def bento_model_tags(bento_cfg: MixrecConfig, bentofile: Path = BENTOFILE) -> list[str]:
+    """Model-store tags the Bento needs: the hybrid model plus any ``bentoml:`` encoder weights.
+
+    Encoder weights must be listed in bentofile.yaml ``models:`` to be packaged; a missing
+    entry is reported here rather than as a start-up failure of the deployed Bento.
+    """
+    listed = [m if isinstance(m, str) else m["tag"] for m in yaml.safe_load(bentofile.read_text()).get("models", [])]
+    listed_names = {t.split(":")[0] for t in listed}
+    needed = [w[len("bentoml:"):] for w in (getattr(bento_cfg.encoders, s).weights for s in ("text", "image", "audio"))
+              if w and w.startswith("bentoml:")]
+    missing = [t for t in needed if t.split(":")[0] not in listed_names]
+    if missing:
+        raise PackagingError(f"{BENTO_CONFIG} loads encoder weights {missing} from the model store, but "
+                             f"{bentofile.name} does not package them: add them under `models:`")
+    return listed
+
+
+def check_models_present(tags: list[str]) -> None:
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    for tag in tags:
+        try:
+            bentoml.models.get(tag)
+        except NotFound:
+            raise PackagingError(f"model {tag!r} is not in the BentoML model store "
+                                 f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); run `mixrec demo` or "
+                                 "`mixrec models import` first") from None
+
+
+def store_model_dir(artifacts_dir: Path, labels: Mapping[str, str] | None = None) -> str:
+    """Copy a saved HybridModel directory into the model store as ``mixrec-hybrid``; returns the tag."""
+    from fusion.hybrid import HybridModel
+
+    model = HybridModel.load(artifacts_dir)
+    return model.save_to_model_store(HYBRID_MODEL_NAME, labels=dict(labels or {}))
+
+
+def build_bento(build_ctx: Path = REPO_ROOT, bentofile: Path = BENTOFILE, version: str | None = None,
+                env: Mapping[str, str] | None = None, timeout_s: float = 600) -> str:
+    """Run ``bentoml build`` offline; returns the new Bento's tag (``mixrec:<version>``)."""
+    cmd = [bentoml_executable(), "build", "-f", str(bentofile), "--output", "tag", str(build_ctx)]
+    if version:
+        cmd += ["--version", version]
+    proc = subprocess.run(cmd, cwd=str(build_ctx), env=child_env({"MIXREC_CONFIG": BENTO_CONFIG, **(env or {})}),
+                          capture_output=True, text=True, timeout=timeout_s)
+    tags = [line.split("__tag__:", 1)[1].strip() for line in proc.stdout.splitlines() if "__tag__:" in line]
+    if proc.returncode != 0 or not tags:
+        raise PackagingError(f"bentoml build failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
+                             f"\n{proc.stderr[-3000:]}")
+    return tags[-1]
+
+
+def bento_path(tag: str) -> Path:
+    import bentoml
+
+    return Path(bentoml.get(tag).path)
+
+
+def bento_models(tag: str) -> list[str]:
+    """Exact model-store tags packaged in a built Bento (the hybrid model first)."""
+    import bentoml
+
+    tags = [str(m.tag) for m in bentoml.get(tag).info.models]
+    return sorted(tags, key=lambda t: not t.startswith(HYBRID_MODEL_NAME + ":"))
+
+
+def serve_env(tag: str, model_tag: str, state_dir: Path) -> dict[str, str]:
+    """Environment for serving the built Bento locally: its own config, the exact model, state on disk.
+
+    ``bentoml serve`` outside a container does not apply the bentofile's ``envs``, so they are
+    set here; the model tag is pinned so that a newer model in the store is not picked up.
+    """
+    state_dir = state_dir.resolve()
+    return {
+        "MIXREC_CONFIG": str(bento_path(tag) / "src" / BENTO_CONFIG),
+        "MIXREC__SERVING__ARTIFACTS": f"bentoml:{model_tag}",
+        "MIXREC__SERVING__STATE_DIR": str(state_dir / "model"),
+        "MIXREC__STORAGE__URL": f"sqlite:///{state_dir / 'mixrec.db'}",
+        "MIXREC__STORAGE__MEDIA_DIR": str(state_dir / "media"),
+    }
+
+
+def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    return [bentoml_executable(), "serve", tag, "--host", host, "--port", str(port)]
+
+
+def check_artifacts_match(artifacts_dir: Path, bento_cfg: MixrecConfig) -> None:
+    """Refuse a saved model whose encoders are not the ones the Bento will run."""
+    from fusion.artifacts import read_meta
+
+    saved = read_meta(artifacts_dir).get("encoders", {})
+    for slot in ("text", "image", "audio"):
+        want = getattr(bento_cfg.encoders, slot)
+        have = saved.get(slot)
+        if have is None:
+            continue
+        if (str(have.get("kind")), str(have.get("model")), str(have.get("weights"))) != \
+                (want.kind, want.model, str(want.weights)):
+            raise PackagingError(
+                f"{artifacts_dir} was trained with {slot} encoder {have.get('kind')}:{have.get('model')} "
+                f"(weights {have.get('weights')}), but {BENTO_CONFIG} runs {want.kind}:{want.model} "
+                f"(weights {want.weights}); retrain or edit {BENTO_CONFIG}")

@@ -1,0 +1,68 @@
+"""Run a real ``bentoml serve`` in a subprocess for end-to-end tests, and always clean it up.
+
+    with serve_bento("services.text_encoder:TextEncoder", env={...}) as server:
+        httpx.get(f"{server.url}/readyz")
+
+The server starts in its own session and is stopped by its own pid: SIGTERM to its
+process group, then SIGKILL after a grace period to every process of its tree that is
+still alive (circus workers ``setsid()`` into their own groups, bentoml issue #4193;
+``mixrec.process_tree`` tracks them by pid). The server log goes to a file and is
+quoted when start-up fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from mixrec.packaging import OFFLINE_ENV, bentoml_executable
+from mixrec.process_tree import ProcessTree, wait_http_ready
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LOG_TAIL_CHARS = 6000
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    tree: ProcessTree
+    log_path: Path
+
+    def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serve_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                cwd: Path | None = None, timeout_s: float = 240.0, grace_s: float = 10.0) -> Iterator[Server]:
+    """Serve ``target`` (a Bento tag or ``module:Service``) on a free loopback port until the block ends.
+
+    ``env`` overrides the inherited environment (MIXREC_CONFIG, MIXREC__SERVING__ARTIFACTS,
+    MIXREC__STORAGE__URL, BENTOML_HOME, ...). The log is ``<log_dir>/bentoml-serve-<port>.log``.
+    """
+    port = free_port()
+    log_dir = Path(log_dir or os.environ.get("TMPDIR", "/tmp"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"bentoml-serve-{port}.log"
+    cmd = [bentoml_executable(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "wb") as log:
+        tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, cwd=cwd or REPO_ROOT, output=log)
+    server = Server(url=f"http://127.0.0.1:{port}", port=port, tree=tree, log_path=log_path)
+    try:
+        wait_http_ready(tree, f"{server.url}/readyz", timeout_s, server.log_tail)
+        yield server
+    finally:
+        tree.stop(grace_s)
+        left = tree.leftovers()
+        assert not left, f"bentoml serve left processes behind: {left}"
