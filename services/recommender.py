@@ -130,6 +130,11 @@ class Recommender:
     def __is_ready__(self) -> bool:
         return self.engine is not None
 
+    @bentoml.on_shutdown
+    def _shutdown(self) -> None:
+        # Stops the sync thread and checkpoints; without it the worker lingers after SIGTERM.
+        self.engine.close()
+
     # ------------------------------------------------------------------ encoding raw input
     async def _encode_text(self, text: str) -> np.ndarray:
         from encoders.media import check_text

@@ -18,6 +18,9 @@ def _find_config() -> Path | None:
     explicit = os.environ.get("MIXREC_CONFIG")
     if explicit:
         return Path(explicit)
+    cwd = Path.cwd()
+    if cwd.name == "src" and (cwd.parent / "bento.yaml").exists() and (cwd / "configs" / "bento.yaml").exists():
+        return cwd / "configs" / "bento.yaml"  # serving a built Bento outside its container
     # Inside a built Bento the source lives in src/ and configs/ came along via `include`.
     for root in (Path.cwd(), REPO_ROOT):
         cand = root / "configs" / "offline.yaml"
