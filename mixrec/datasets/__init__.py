@@ -1,0 +1,1 @@
+"""Public datasets as ``EvalData`` (read in place, never copied into the repository)."""
