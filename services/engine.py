@@ -30,18 +30,22 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from fusion.explain import explain
 from fusion.hybrid import HybridModel, UnknownItemError, UnknownUserError
+from fusion.hybrid import _profile  # no public per-row explanation API yet (see BENCHMARKS.md, serving)
 from fusion.query import Query
 from mixrec.catalog import Interaction, Item
-from mixrec.config import MODALITIES, MixrecConfig
+from mixrec.config import ITEM_TYPES, MODALITIES, MixrecConfig
 from mixrec.embeddings import ItemEmbeddings
-from mixrec.ranking import ItemTable, rank
+from mixrec.ranking import ItemTable, parse_mix, rank
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
+from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates, single_threaded_blas
 from services.persistence import ServiceTables
 
 log = logging.getLogger("mixrec.engine")
 CHECKPOINT_VERSION = 1
+POOL_FACTOR = 5  # mixrec.ranking.rank's default pool_factor: MMR looks at k * 5 (at least 50) per type
 
 
 class BadRequest(ValueError):
@@ -92,7 +96,10 @@ class RecommenderEngine:
         self._update_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
-        self._table: tuple[tuple[str, ...], ItemTable] | None = None
+        self._table: tuple[SnapshotMeta, ItemTable] | None = None
+        self._snap_meta: SnapshotMeta | None = None
+        self.ann = AnnCandidates(cfg.serving.ann_threshold)
+        single_threaded_blas()
 
     # ================================================================ lifecycle
     @classmethod
@@ -266,72 +273,141 @@ class RecommenderEngine:
         if n > self.cfg.serving.max_request_items:
             raise BadRequest(f"{what}: {n} entries exceed the limit of {self.cfg.serving.max_request_items} per call")
 
-    def _item_table(self) -> ItemTable:
-        ids = tuple(self.model.item_ids())
-        cached = self._table
-        if cached is None or cached[0] != ids:
+    def _meta(self, snap) -> SnapshotMeta:
+        """Row-aligned item metadata for ``snap``; rebuilt only when its item ids change."""
+        meta = self._snap_meta
+        if meta is None or not (meta.ids is snap.item_ids or meta.ids == snap.item_ids):
             by_id = {it.item_id: it for it in self.model.items}
-            self._table = cached = (ids, ItemTable(ids, [by_id[i].type for i in ids], [by_id[i].tags for i in ids]))
+            meta = self._snap_meta = SnapshotMeta.build(snap.item_ids, snap.item_types, by_id)
+        return meta
+
+    def _item_table(self) -> ItemTable:
+        meta = self._meta(self.model.snapshot)
+        cached = self._table
+        if cached is None or cached[0] is not meta:
+            self._table = cached = (meta, ItemTable(meta.ids, [it.type for it in meta.items],
+                                                    [it.tags for it in meta.items]))
         return cached[1]
 
     # ================================================================ ranking
-    def _rank(self, scores: np.ndarray, opts: Options, exclude: set[str]) -> tuple[np.ndarray, np.ndarray]:
-        table = self._item_table()
+    # Scoring path: narrow the catalog to the candidates ``rank`` can pick from (per type in play,
+    # its ``pool`` best allowed items — exactly, or through the ANN indexes at ann_threshold items
+    # and above), re-score them exactly, and rank a table of candidates only. Explanations are
+    # computed for the chosen rows only.
+    def _plan(self, opts: Options) -> tuple[list[int], int]:
+        """(type codes in play, candidates each needs); validates types and mix."""
+        try:
+            spec = parse_mix(opts.mix, opts.k, opts.types)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
+        if not 0.0 <= opts.diversity <= 1.0:
+            raise BadRequest(f"diversity must be in [0, 1], got {opts.diversity!r}")
+        pool = opts.k if opts.diversity == 0 else max(opts.k * POOL_FACTOR, 50)
+        return [ITEM_TYPES.index(t) for t in spec.types], pool
+
+    def _allowed(self, snap, meta: SnapshotMeta, opts: Options, exclude_rows: np.ndarray) -> np.ndarray:
+        allowed = meta.tag_mask(opts.tags) if opts.tags else np.ones(len(meta.ids), bool)
+        allowed[exclude_rows] = False
+        return allowed
+
+    def _exclude_rows(self, snap, user_row: int | None, user_id: str | None, extra: Sequence[str]) -> np.ndarray:
+        index = snap.item_index
+        rows = [index[i] for i in extra if i in index]
+        if user_id is not None:
+            rows += [index[i] for i in self.store.seen_items(user_id) if i in index]
+        out = np.asarray(rows, np.int64)
+        if user_row is not None:
+            out = np.concatenate([out, snap.seen[user_row].indices.astype(np.int64)])
+        return out
+
+    def _rank(self, snap, meta: SnapshotMeta, cand: np.ndarray, scores: np.ndarray,
+              opts: Options) -> tuple[np.ndarray, np.ndarray]:
+        """``rank`` over candidate rows (filters already applied); returns catalog rows and scores."""
+        cand, first = np.unique(cand, return_index=True)
+        scores = scores[first]
+        table = ItemTable([meta.ids[r] for r in cand], [ITEM_TYPES[c] for c in meta.type_codes[cand]])
         vectors = None
         if opts.diversity > 0:
-            vectors = self.model.item_vectors("shared")[1]
+            vectors = snap.fused[cand]
             empty = np.linalg.norm(vectors, axis=1) == 0
             if empty.any():  # items with no content: fall back to their collaborative vectors
-                collab = self.model.item_vectors("lightfm")[1][:, :-1]
-                norms = np.linalg.norm(collab, axis=1, keepdims=True)
+                collab = snap.item_repr[cand]
                 vectors = vectors.copy()
-                vectors[empty] = (collab / np.maximum(norms, 1e-12))[empty][:, :vectors.shape[1]] \
-                    if collab.shape[1] >= vectors.shape[1] else 0.0
+                if collab.shape[1] >= vectors.shape[1]:
+                    unit = collab / np.maximum(np.linalg.norm(collab, axis=1, keepdims=True), 1e-12)
+                    vectors[empty] = unit[empty][:, :vectors.shape[1]]
+                else:
+                    vectors[empty] = 0.0
         try:
-            r = rank(scores, table, opts.k, types=opts.types, tags=opts.tags,
-                     exclude_ids=set(opts.exclude_item_ids) | exclude, mix=opts.mix, diversity=opts.diversity,
+            r = rank(scores, table, opts.k, types=opts.types, mix=opts.mix, diversity=opts.diversity,
                      vectors=vectors)
         except ValueError as e:
             raise BadRequest(str(e)) from None
-        return r.indices, r.scores
+        return cand[r.indices], r.scores
 
-    def _respond(self, rows: np.ndarray, scores: np.ndarray, explanations: dict[str, dict] | None) -> list[dict]:
-        items = self.model.items
-        ids = self.model.item_ids()
-        by_id = {it.item_id: it for it in items}
+    def _respond(self, meta: SnapshotMeta, rows: np.ndarray, scores: np.ndarray,
+                 explanations: list[dict] | None) -> list[dict]:
         out = []
-        for r, s in zip(rows, scores):
-            iid = ids[int(r)]
-            it = by_id[iid]
-            entry = {"item_id": iid, "type": it.type, "title": it.title, "score": round(float(s), 6)}
+        for n, (r, s) in enumerate(zip(rows, scores)):
+            it = meta.items[int(r)]
+            entry = {"item_id": it.item_id, "type": it.type, "title": it.title, "score": round(float(s), 6)}
             if explanations is not None:
-                entry["explanation"] = explanations.get(iid, {})
+                entry["explanation"] = explanations[n]
             out.append(entry)
         return out
 
     def recommend(self, user_id: str, opts: Options, exclude_seen: bool = True) -> dict:
         self._check_k(opts.k)
-        try:
-            scores = self.model.score_all(user_id)
-        except UnknownUserError:
+        snap = self.model.snapshot
+        u = snap.user_index.get(user_id)
+        if u is None:
             raise NotFound(f"unknown user {user_id!r}: no interactions yet — use recommend_by_query "
-                           "or send feedback first") from None
-        exclude = self.seen(user_id) if exclude_seen else set()
-        rows, sc = self._rank(scores, opts, exclude)
-        expl = None
-        if opts.explain and len(rows):
-            recs = self.model.recommend(user_id, k=len(rows), exclude_seen=False, candidates=rows)
-            expl = {r.item_id: r.explanation for r in recs}
-        return {"user_id": user_id, "items": self._respond(rows, sc, expl)}
+                           "or send feedback first")
+        types, pool = self._plan(opts)
+        meta = self._meta(snap)
+        exclude = self._exclude_rows(snap, u if exclude_seen else None, user_id if exclude_seen else None,
+                                     opts.exclude_item_ids)
+        allowed = self._allowed(snap, meta, opts, exclude)
+        user = snap.user_repr[u]
+        cand = self._ann_candidates(snap, meta, user, allowed, types, pool, len(exclude), bool(opts.tags))
+        if cand is None:
+            scores = snap.item_repr @ user + snap.item_bias
+            cand = exact_candidates(scores, meta, allowed, types, pool)
+            cand_scores = scores[cand]
+        else:
+            cand_scores = snap.item_repr[cand] @ user + snap.item_bias[cand]
+        rows, sc = self._rank(snap, meta, cand, cand_scores, opts)
+        expl = self._explain_user(snap, u, rows, sc) if opts.explain and len(rows) else None
+        return {"user_id": user_id, "items": self._respond(meta, rows, sc, expl)}
+
+    def _ann_candidates(self, snap, meta: SnapshotMeta, user: np.ndarray, allowed: np.ndarray, types: list[int],
+                        pool: int, n_excluded: int, tags_filtered: bool) -> np.ndarray | None:
+        """Candidate rows from the ANN indexes plus items added since they were built; None: go exact."""
+        if not self.ann.active_for(snap):
+            return None
+        self.ann.refresh(snap)  # background; this request uses the indexes there are
+        view = self.ann.view(snap)
+        if view is None:
+            return None
+        query = np.append(user, np.float32(1.0)).astype(np.float32)
+        cand = self.ann.candidates(view, query, allowed, types, pool, n_excluded, tags_filtered)
+        fresh = view.fresh
+        if fresh.size:
+            fresh = fresh[allowed[fresh] & np.isin(meta.type_codes[fresh], types)]
+            cand = np.concatenate([cand, fresh])
+        return cand
+
+    def _explain_user(self, snap, u: int, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
+        liked = snap.seen[u].indices
+        profile = _profile(snap, liked, None)
+        return [explain(snap, self.model.codebook, self.model.space, int(j), snap.user_interest[u], profile, liked,
+                        {"lightfm": float(s)}) for j, s in zip(rows, scores)]
 
     def seen(self, user_id: str) -> set[str]:
         snap = self.model.snapshot
         ids = snap.item_ids
-        try:
-            u = snap.user_ids.index(user_id)
-            seen = {ids[j] for j in snap.seen[u].indices}
-        except ValueError:
-            seen = set()
+        u = snap.user_index.get(user_id)
+        seen = {ids[j] for j in snap.seen[u].indices} if u is not None else set()
         return seen | self.store.seen_items(user_id)
 
     def recommend_by_query(self, vectors: dict[str, np.ndarray], liked_item_ids: Sequence[str], opts: Options,
@@ -340,17 +416,27 @@ class RecommenderEngine:
         liked = tuple(dict.fromkeys(liked_item_ids))
         query = self._query(vectors, liked)
         try:
-            scores = self.model.score_all(query)
+            for _ in range(3):  # rows must match the snapshot scored: retry if a write swapped it meanwhile
+                snap = self.model.snapshot
+                scores = self.model.score_all(query)
+                if self.model.snapshot is snap:
+                    break
         except UnknownItemError as e:
             raise NotFound(str(e).strip("'\"")) from None
-        rows, sc = self._rank(scores, opts, set(liked))
+        types, pool = self._plan(opts)
+        meta = self._meta(snap)
+        allowed = self._allowed(snap, meta, opts, self._exclude_rows(snap, None, None, list(liked) +
+                                                                        list(opts.exclude_item_ids)))
+        cand = exact_candidates(scores, meta, allowed, types, pool)
+        rows, sc = self._rank(snap, meta, cand, scores[cand], opts)
         expl = None
         if opts.explain and len(rows):
             recs = self.model.recommend_for_query(query, k=len(rows), exclude_liked=False, candidates=rows)
-            expl = {r.item_id: r.explanation for r in recs}
+            by_id = {r.item_id: r.explanation for r in recs}
+            expl = [by_id.get(meta.ids[int(r)], {}) for r in rows]
         interests = [{"cluster": c, "label": lbl, "probability": round(p, 4)}
                      for c, lbl, p in self.model.user_interests(query, top=5)]
-        return {"items": self._respond(rows, sc, expl), "query": {**(describe or {}), "interests": interests}}
+        return {"items": self._respond(meta, rows, sc, expl), "query": {**(describe or {}), "interests": interests}}
 
     def _query(self, vectors: dict[str, np.ndarray], liked: tuple[str, ...]) -> Query:
         if not vectors and not liked:
