@@ -1,0 +1,179 @@
+"""Scoring for users with no history: a query (native-space vectors and/or liked items).
+
+A query user is scored by a blend of standardised components, each one a
+different view of "what this person likes":
+
+* ``lightfm``      LightFM with the query's interest-cluster tokens as user features
+                   (the hybrid model's own cold-user path),
+* ``liked``        the mean LightFM representation of the liked items (item-to-item),
+* ``neighbours``   fold-in: the mean LightFM vector of known users who liked the same items,
+* ``cooccurrence`` item-item cosine over the interaction matrix from the liked items,
+* ``association``  sum of P(item | liked item) over the liked items (user-kNN-like),
+* ``content``      sharpened cosine to the query's shared-space profile (text/image/audio + liked items),
+* ``popularity``   log interaction counts: a prior that is very strong on real data.
+
+Each component is standardised over the catalog so the blend weights are
+comparable; ``calibrate_blend`` picks the weights by NDCG@k on validation
+users carved from training users (never the test set).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+COMPONENTS = ("lightfm", "liked", "neighbours", "cooccurrence", "association", "content", "popularity")
+
+
+@dataclass(frozen=True)
+class Query:
+    """NATIVE-space vectors from the encoders (any subset) and/or ids of items the user liked."""
+
+    text_vec: np.ndarray | None = None
+    image_vec: np.ndarray | None = None
+    audio_vec: np.ndarray | None = None
+    liked_item_ids: tuple[str, ...] = ()
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        out = {}
+        for m in ("text", "image", "audio"):
+            v = getattr(self, f"{m}_vec")
+            if v is not None:
+                out[m] = np.asarray(v, np.float32).reshape(-1)
+        return out
+
+    def is_empty(self) -> bool:
+        return not self.vectors() and not self.liked_item_ids
+
+
+@dataclass(frozen=True)
+class QueryBlend:
+    """Weights of the standardised components.
+
+    Defaults chosen on MovieLens validation users carved from training users (earliest 5
+    items known + their text): the neighbour fold-in alone reached NDCG@10 0.486 there
+    (popularity 0.433), with content at 0.02 0.487 (0.05: 0.485, 0.1: 0.471); calibrated
+    mixtures scored up to 0.489 on validation but did worse on held-out users (overfitting
+    188 users), so the default stays nearly pure. ``calibrate_blend`` re-tunes for another
+    catalogue.
+    """
+
+    lightfm: float = 0.0
+    liked: float = 0.0
+    neighbours: float = 1.0
+    cooccurrence: float = 0.0
+    association: float = 0.0
+    content: float = 0.02
+    popularity: float = 0.0
+    # A pure description (vectors, no liked items) says what the person wants in so many words:
+    # there the content similarity leads, so a matching brand-new item can surface.
+    content_description: float = 2.0
+
+    def for_query(self, has_liked: bool) -> "QueryBlend":
+        return self if has_liked else replace(self, content=self.content_description)
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QueryBlend":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: float(v) for k, v in d.items() if k in names})
+
+
+def standardise(s: np.ndarray) -> np.ndarray:
+    s = np.asarray(s, np.float64)
+    sd = s.std(axis=-1, keepdims=True)
+    return np.where(sd > 0, (s - s.mean(axis=-1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
+
+
+def cooccurrence_scores(seen: sp.csr_matrix, seeds: np.ndarray, counts: np.ndarray,
+                        weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Item-item scores from seed items l (weights w_l), over the binary interaction matrix:
+
+    * cosine:      sum_l w_l co(j, l) / sqrt(n_j n_l)  (similar items, popularity-neutral)
+    * association: sum_l w_l co(j, l) / n_l = sum_l w_l P(j | l)  (what fans of l also took;
+      popularity-aware, user-kNN with overlap similarity up to a per-seed weight)
+    """
+    if len(seeds) == 0 or seen.shape[0] == 0:
+        return np.zeros(seen.shape[1]), np.zeros(seen.shape[1])
+    w = np.ones(len(seeds)) if weights is None else np.asarray(weights, np.float64)
+    co = np.asarray((seen.T @ seen[:, seeds]).todense(), np.float64)  # (N, L) co-occurrence counts
+    n_l = np.maximum(counts[seeds], 1.0)[None, :]
+    cosine = (co / (np.sqrt(np.maximum(counts, 1.0))[:, None] * np.sqrt(n_l))) @ w
+    return cosine, (co / n_l) @ w
+
+
+def blend(components: dict[str, np.ndarray], weights: QueryBlend) -> np.ndarray:
+    """Weighted sum of standardised components; with no weighted component present (e.g. liked
+    items nobody else has touched, without content) it falls back to the popularity prior."""
+    total = None
+    for name, s in components.items():
+        w = getattr(weights, name)
+        if w == 0:
+            continue
+        part = w * standardise(s)
+        total = part if total is None else total + part
+    if total is None:
+        return standardise(components["popularity"])
+    return total
+
+
+def _ndcg_at_k(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray, k: int) -> float:
+    s = scores.copy()
+    s[exclude] = -np.inf
+    k = min(k, len(s) - 1)
+    top = np.argpartition(-s, k)[:k]
+    top = top[np.argsort(-s[top])]
+    hits = np.isin(top, targets)
+    dcg = (hits / np.log2(np.arange(2, k + 2))).sum()
+    idcg = (1.0 / np.log2(np.arange(2, min(k, len(targets)) + 2))).sum()
+    return float(dcg / idcg) if idcg > 0 else 0.0
+
+
+def calibrate_blend(components: Sequence[dict[str, np.ndarray]], targets: Sequence[np.ndarray],
+                    excludes: Sequence[np.ndarray], k: int = 10, starts: Sequence[QueryBlend] | None = None,
+                    grid: Sequence[float] = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
+                    rounds: int = 3) -> tuple[QueryBlend, float]:
+    """Coordinate ascent on the blend weights by mean NDCG@k over validation queries.
+
+    Several starts (the defaults, popularity alone, each component alone) because the
+    objective is flat and bumpy: a single start stalls in the nearest local optimum.
+    """
+    pre = [{n: standardise(s) for n, s in c.items()} for c in components]
+    names = sorted({n for c in pre for n in c})
+
+    def score(w: dict[str, float]) -> float:
+        vals = []
+        for c, t, ex in zip(pre, targets, excludes):
+            total = sum(w.get(n, 0.0) * s for n, s in c.items())
+            vals.append(_ndcg_at_k(np.asarray(total, np.float64), t, ex, k))
+        return float(np.mean(vals)) if vals else 0.0
+
+    zero = {n: 0.0 for n in QueryBlend().as_dict()}
+    if starts is None:
+        starts = [QueryBlend()] + [QueryBlend.from_dict({**zero, n: 1.0}) for n in names]
+    best_w, best = None, -1.0
+    for start in starts:
+        w = start.as_dict()
+        val = score(w)
+        for _ in range(rounds):
+            improved = False
+            for n in names:
+                for g in grid:
+                    if g == w[n]:
+                        continue
+                    trial = {**w, n: g}
+                    if not any(trial[c] for c in names):
+                        continue
+                    t = score(trial)
+                    if t > val + 1e-6:
+                        val, w, improved = t, trial, True
+            if not improved:
+                break
+        if val > best:
+            best_w, best = w, val
+    return QueryBlend.from_dict(best_w), best
