@@ -198,8 +198,6 @@ class HFAudioEncoder(Encoder):
         return directory
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "modality": self.modality, "model": self.model_name,
-                "weights": self.source.describe(), "device": str(self.plan.device),
-                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained,
+        return {**self._common_description(),
                 "architecture": self.model.config.model_type, "sample_rate": self.sample_rate,
                 "max_seconds": float(self.max_seconds), "text_tower": self.has_text_tower}

@@ -43,6 +43,12 @@ class Encoder(ABC):
     def has_text_tower(self) -> bool:
         return type(self).encode_text is not Encoder.encode_text
 
+    def _common_description(self) -> dict[str, Any]:
+        """The describe() fields every built-in encoder shares (they set kind, model_name, source, plan)."""
+        return {"kind": self.kind, "modality": self.modality, "model": self.model_name,
+                "weights": self.source.describe(), "device": str(self.plan.device),
+                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained}
+
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)

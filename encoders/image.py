@@ -145,8 +145,6 @@ class OpenCLIPImageEncoder(Encoder):
         return directory
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "modality": self.modality, "model": self.model_name,
-                "weights": self.source.describe(), "device": str(self.plan.device),
-                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained,
+        return {**self._common_description(),
                 "image_size": int(self.model.visual.image_size[0]) if hasattr(self.model.visual, "image_size")
                 else None, "text_tower": True}

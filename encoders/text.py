@@ -136,7 +136,5 @@ class HFTextEncoder(Encoder):
         return directory
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "modality": self.modality, "model": self.model_name,
-                "weights": self.source.describe(), "device": str(self.plan.device),
-                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained,
+        return {**self._common_description(),
                 "pooling": self.pooling, "max_length": self.max_length}
