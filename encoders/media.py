@@ -271,7 +271,7 @@ def read_keyframes(item: Any, n: int, limits: LimitsConfig, max_seconds: float) 
                 raise InvalidMediaError(f"video is {duration:.1f} s long, the limit is {max_seconds:g} s",
                                         modality="video")
             frames = (_seek_frames(container, stream, duration, n) if duration
-                      else _scan_frames(container, stream, n))
+                      else _scan_frames(container, stream, n, max_seconds, src))
     except InvalidMediaError:
         raise
     except Exception as e:
@@ -298,13 +298,39 @@ def _seek_frames(container, stream, duration: float, n: int) -> list:
     return frames
 
 
-def _scan_frames(container, stream, n: int) -> list:
-    """No duration in the header: decode everything once, keep n evenly spaced frames."""
-    all_frames = list(container.decode(stream))
-    if not all_frames:
+def _scan_frames(container, stream, n: int, max_seconds: float, src) -> list:
+    """No duration in the header: count packets (no decoding), then decode once keeping only the n frames.
+
+    Holding every decoded frame would let a long headerless stream (raw H.264, MJPEG) exhaust memory.
+    """
+    import av
+
+    total = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            total += 1
+            t = packet.pts * packet.time_base if packet.pts is not None and packet.time_base else None
+            if t is not None and t > max_seconds:
+                raise InvalidMediaError(f"video is longer than the limit of {max_seconds:g} s", modality="video")
+    rate = stream.average_rate or stream.guessed_rate  # raw streams carry no pts: duration = frames / rate
+    if rate and total / float(rate) > max_seconds:
+        raise InvalidMediaError(f"video is {total / float(rate):.1f} s long, the limit is {max_seconds:g} s",
+                                modality="video")
+    if total == 0:
         return []
-    idx = [min(len(all_frames) - 1, int((i + 0.5) / n * len(all_frames))) for i in range(n)]
-    return [all_frames[i] for i in idx]
+    idx = [min(total - 1, int((i + 0.5) / n * total)) for i in range(n)]
+    wanted, kept, last = set(idx), {}, None
+    if isinstance(src, io.BytesIO):
+        src.seek(0)
+    with av.open(src, mode="r") as again:
+        for i, frame in enumerate(again.decode(again.streams.video[0])):
+            last = frame
+            if i in wanted:
+                kept[i] = frame
+            if i >= idx[-1]:
+                break
+    # decoders may yield fewer frames than packets: the missing picks fall back to the last frame
+    return [kept.get(i, last) for i in idx] if last is not None else []
 
 
 def read_video_audio(item: Any, limits: LimitsConfig, max_seconds: float) -> Waveform | None:

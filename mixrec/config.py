@@ -131,7 +131,7 @@ class EncoderServingConfig(_Strict):
     gpu: float = Field(0.0, ge=0, le=8)  # fractional shares (e.g. 0.3) let three encoders share one GPU
     workers: int = Field(1, ge=1, le=64)
     max_batch_size: int = Field(32, ge=1, le=4096)
-    max_latency_ms: int = Field(50, ge=1, le=60_000)
+    max_latency_ms: int = Field(5000, ge=1, le=60_000)  # BentoML sheds (503) requests it predicts would wait longer; 5000 measured best on CPU (BENCHMARKS.md)
     timeout_s: int = Field(60, ge=1)
 
 

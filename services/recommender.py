@@ -16,7 +16,7 @@ import logging
 import time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import bentoml
 import numpy as np
@@ -27,12 +27,14 @@ from services.audio_encoder import AudioEncoder
 from services.auth import ApiKeyMiddleware
 from services.encoder_runtime import b64encode
 from services.image_encoder import ImageEncoder
+from services.request_guard import RequestGuardMiddleware, harden_multipart_serde
 from services.schemas import ID_PATTERN, EventIn, ItemIn, ItemType
 from services.settings import CONFIG
 from services.text_encoder import TextEncoder
 
 log = logging.getLogger("mixrec.recommender")
 MixParam = Union[dict[str, Union[int, float]], Literal["interleave", "score"], None]
+ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
 def _http_error(e: Exception) -> BentoMLException:
@@ -106,6 +108,26 @@ def _wav(wave) -> bytes:
     return buf.getvalue()
 
 
+# Backoff before each retry of an encoder call (~3 s in all): rides out adaptive-batching load
+# shedding (the encoder answers 503 "process is overloaded") and a dropped keep-alive connection.
+ENCODER_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
+
+
+async def _call_encoder(method, payload, what: str):
+    """``await method(payload)``, retried on overload and connection errors; then a 503 naming the encoder."""
+    import aiohttp
+    from bentoml.exceptions import ServiceUnavailable
+
+    for delay in (*ENCODER_RETRY_DELAYS_S, None):
+        try:
+            return await method(payload)
+        except (ServiceUnavailable, aiohttp.ClientConnectionError) as e:  # encoding is idempotent: safe to retry
+            if delay is None:
+                raise ServiceUnavailable(f"the {what} encoder is unavailable (overloaded or restarting), retry "
+                                         f"later: {type(e).__name__}") from None
+            await asyncio.sleep(delay)
+
+
 def _first_row(arr: Any, what: str) -> np.ndarray:
     v = np.array(arr, dtype=np.float32).reshape(-1, np.shape(arr)[-1])[0]
     if not np.all(np.isfinite(v)):
@@ -140,19 +162,21 @@ class Recommender:
         from encoders.media import check_text
 
         text = check_text(text, self.limits)
-        return _first_row(await self.text_encoder.to_async.encode([text]), "text")
+        return _first_row(await _call_encoder(self.text_encoder.to_async.encode, [text], "text"), "text")
 
     async def _encode_image(self, data: bytes) -> np.ndarray:
         from encoders.media import decode_image
 
         await asyncio.to_thread(decode_image, data, self.limits)  # validate before the encoder sees it
-        return _first_row(await self.image_encoder.to_async.encode([b64encode(data)]), "image")
+        return _first_row(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(data)], "image"),
+                          "image")
 
     async def _encode_audio(self, data: bytes) -> np.ndarray:
         from encoders.media import decode_audio
 
         await asyncio.to_thread(decode_audio, data, self.limits)
-        return _first_row(await self.audio_encoder.to_async.encode([b64encode(data)]), "audio")
+        return _first_row(await _call_encoder(self.audio_encoder.to_async.encode, [b64encode(data)], "audio"),
+                          "audio")
 
     async def _encode_video(self, data: bytes) -> dict[str, np.ndarray]:
         """Keyframes through the image encoder (mean), the soundtrack through the audio encoder."""
@@ -162,7 +186,8 @@ class Recommender:
         v = self.cfg.video
         frames = await asyncio.to_thread(read_keyframes, data, v.keyframes, self.limits, v.max_seconds)
         out: dict[str, np.ndarray] = {}
-        vecs = np.array(await self.image_encoder.to_async.encode([b64encode(_png(f)) for f in frames]), np.float32)
+        vecs = np.array(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(_png(f)) for f in frames],
+                                            "image"), np.float32)
         if not np.all(np.isfinite(vecs)):
             raise ValueError("video keyframes could not be encoded")
         out["image"] = l2_normalise(vecs.mean(axis=0))
@@ -305,7 +330,7 @@ class Recommender:
 
     @bentoml.api
     @api_errors
-    async def delete_items(self, item_ids: list[str]) -> dict:
+    async def delete_items(self, item_ids: list[ItemId]) -> dict:
         """Remove items from the catalog and from every later recommendation."""
         return await asyncio.to_thread(self.engine.delete_items, item_ids)
 
@@ -350,5 +375,9 @@ class Recommender:
                 "uptime_s": round(time.time() - self.started, 1), **stats}
 
 
+harden_multipart_serde()
+# The largest legitimate body: one video (the biggest medium) as base64, plus room for the JSON around it.
+Recommender.add_asgi_middleware(RequestGuardMiddleware, max_body_bytes=CONFIG.limits.max_video_bytes * 4 // 3
+                                + 16 * 1024 * 1024)
 if CONFIG.serving.api_key:
     Recommender.add_asgi_middleware(ApiKeyMiddleware, api_key=CONFIG.serving.api_key)
