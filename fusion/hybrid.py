@@ -76,6 +76,26 @@ class _Snapshot:
     user_index: dict  # user id -> row
 
 
+@dataclass(frozen=True)
+class ScoredQuery:
+    """One query scored over one snapshot (``HybridModel.score_query``)."""
+
+    snapshot: _Snapshot
+    scores: np.ndarray  # (N,) blended score per item row of ``snapshot``
+    parts: dict  # component name -> (N,) scores (what the blend combined)
+    liked: np.ndarray  # rows of the query's liked items
+    interest: np.ndarray  # (K,) interest distribution of the query
+    profile: np.ndarray | None  # unit shared-space taste vector, None without content
+
+
+@dataclass(frozen=True)
+class _ItemColumns:
+    items: list  # the HybridModel.items list these were built from
+    ids: tuple[str, ...]
+    types: np.ndarray  # (N,) str, read-only
+    index: dict  # item id -> row
+
+
 class HybridModel:
     """Use ``HybridModel.train`` or ``HybridModel.load``; the constructor is internal."""
 
@@ -102,6 +122,9 @@ class HybridModel:
         self.cold_map: ContentToCollab | None = None
         self.cold_map_weight = 1.0  # 1: cold items use the predicted representation; 0: content features only
         self._item_cache: tuple | None = None
+        self._columns_cache: _ItemColumns | None = None
+        self._repr_cache: tuple | None = None  # (item_x, trained_version, cold_map, weight, item_repr, item_bias)
+        self._trained_version = 0  # bumped whenever LightFM's item parameters may have changed
         self._lock = threading.RLock()
         self._snap: _Snapshot | None = None
 
@@ -137,13 +160,15 @@ class HybridModel:
         if dup or len({it.item_id for it in items}) != len(items):
             raise ValueError(f"duplicate item ids: {dup[:5] or 'within the batch'}")
         # New lists rather than in-place growth: callers may be iterating over the old ones.
+        n_old = len(self.items)
         self.items = self.items + list(items)
         self.item_has_identity = self.item_has_identity + [False] * len(items)
         for m in self.per_modality:
             self.per_modality[m] = np.concatenate([self.per_modality[m], per[m]])
             self.masks[m] = np.concatenate([self.masks[m], masks[m]])
         self.fused = np.concatenate([self.fused, fused])
-        self._items_changed()
+        self._extend_columns(n_old)
+        self._extend_item_state(n_old)
 
     def _ingest(self, interactions: Iterable[Interaction]) -> set[str]:
         index = self._live_item_index()
@@ -174,22 +199,64 @@ class HybridModel:
         return sp.coo_matrix((np.asarray(vals, np.float32), (np.asarray(rows, np.int32), np.asarray(cols, np.int32))),
                              shape=(len(self.user_ids), len(self.items)))
 
-    def _item_features(self, assign: SoftAssignment, identity: Sequence[bool] | None = None) -> sp.csr_matrix:
-        """Item rows; ``identity`` overrides which items get their id feature (content-only rows)."""
+    def _item_features(self, assign: SoftAssignment, identity: Sequence[bool] | None = None,
+                       rows: Sequence[int] | None = None) -> sp.csr_matrix:
+        """Feature rows of items ``rows`` (default all; ``assign`` holds one row per entry of ``rows``);
+        ``identity`` overrides which items get their id feature (content-only rows)."""
         identity = self.item_has_identity if identity is None else identity
+        rows = range(len(self.items)) if rows is None else rows
         reserve_cold = ("identity",) if self.weights.cold_keeps_scale else ()
-        rows = [combine(item_feature_groups(it, identity[i], assign.clusters[i], assign.weights[i],
-                                            self.constant_groups), self.weights,
-                        reserve=() if identity[i] else reserve_cold)
-                for i, it in enumerate(self.items)]
-        return rows_to_csr(rows, self.item_fidx)
+        feats = [combine(item_feature_groups(self.items[i], identity[i], assign.clusters[n], assign.weights[n],
+                                             self.constant_groups), self.weights,
+                         reserve=() if identity[i] else reserve_cold)
+                 for n, i in enumerate(rows)]
+        return rows_to_csr(feats, self.item_fidx)
 
-    def _items_changed(self) -> None:
-        self._item_cache = None
+    # Item rows depend only on the item itself (and the fixed codebook, weights and constant groups),
+    # so writers patch the cached state instead of rebuilding a million rows in Python.
+    def _extend_item_state(self, n_old: int) -> None:
+        """Append the state of items ``n_old:`` (just added) to the cache."""
+        if self._item_cache is None:
+            return
+        assign, tokens, item_x = self._item_cache
+        new = self.fused[n_old:]
+        a_new, t_new = self.codebook.assign(new), self.codebook.assign(new, top=tokens.clusters.shape[1])
+        x_new = self._item_features(t_new, rows=range(n_old, len(self.items)))
+        grown = sp.vstack([_widen(item_x, x_new.shape[1]), x_new], format="csr")
+        self._item_cache = (_concat_assign(assign, a_new), _concat_assign(tokens, t_new), grown)
+        cached = self._repr_cache
+        if cached is not None and cached[0] is item_x:  # old rows unchanged: represent only the new ones
+            first_new = cached[6] if len(cached) == 7 else n_old
+            self._repr_cache = (grown, *cached[1:6], first_new)
+
+
+    def _keep_item_state(self, keep: np.ndarray) -> None:
+        """Keep only rows ``keep`` (bool mask) of the cached state (items removed)."""
+        if self._item_cache is None:
+            return
+        assign, tokens, item_x = self._item_cache
+        self._item_cache = (SoftAssignment(assign.clusters[keep], assign.weights[keep]),
+                            SoftAssignment(tokens.clusters[keep], tokens.weights[keep]), item_x[keep])
+
+    def _rebuild_item_rows(self, changed: Sequence[int]) -> None:
+        """Recompute the feature rows of items ``changed`` (their identity flag flipped)."""
+        if self._item_cache is None:
+            return
+        assign, tokens, item_x = self._item_cache
+        changed = np.asarray(changed, np.int64)
+        sub = SoftAssignment(tokens.clusters[changed], tokens.weights[changed])
+        x_new = self._item_features(sub, rows=changed)
+        # Row gather over [old rows; new rows] keeps each row's column order (a full rebuild's),
+        # so scores match a rebuilt (e.g. reloaded) model bit for bit.
+        n = item_x.shape[0]
+        order = np.arange(n)
+        order[changed] = n + np.arange(len(changed))
+        item_x = sp.vstack([_widen(item_x, x_new.shape[1]), x_new], format="csr")[order]
+        self._item_cache = (assign, tokens, item_x)
 
     def _item_state(self) -> tuple[SoftAssignment, SoftAssignment, sp.csr_matrix]:
-        """(full soft assignment, LightFM tokens, item feature matrix), cached until items change,
-        so recording feedback does not rebuild every item row."""
+        """(full soft assignment, LightFM tokens, item feature matrix), built once and then patched
+        by writers (``_extend_item_state`` / ``_keep_item_state`` / ``_rebuild_item_rows``)."""
         if self._item_cache is None:
             assign = self.codebook.assign(self.fused)
             # LightFM sees at most item_tokens clusters per item (its cost grows with non-zeros);
@@ -226,7 +293,7 @@ class HybridModel:
                     for i in fresh:
                         flags[i] = True
                     self.item_has_identity = flags
-                    self._items_changed()
+                    self._rebuild_item_rows(fresh)
             assign, tokens, item_x = self._item_state()
             interest = history_interests(inter, assign, self.codebook.size)
             user_x = self._user_features(interest)
@@ -238,6 +305,7 @@ class HybridModel:
             weights = sp.coo_matrix((np.minimum(coo.data, MAX_SAMPLE_WEIGHT), (coo.row, coo.col)), shape=coo.shape)
             t0 = time.perf_counter()
             if epochs > 0 and coo.nnz:
+                self._trained_version += 1
                 self._run_epochs(ones, weights, user_x, item_x, epochs, progress)
                 content_x = self._item_features(tokens, identity=[False] * len(self.items))
                 content_x.resize(item_x.shape)  # same columns: content rows never add a feature
@@ -266,17 +334,8 @@ class HybridModel:
         k = self.model_cfg.no_components
         if lightfm_state.is_initialised(lfm):
             # LightFM's arrays are trained in place: copy what readers need.
-            item_emb, item_b = lfm.item_embeddings, lfm.item_biases
             user_emb, user_b = lfm.user_embeddings.copy(), lfm.user_biases.copy()
-            item_repr, item_bias = item_x @ item_emb, item_x @ item_b
-            cold = ~np.asarray(self.item_has_identity, bool)
-            if self.cold_map is not None and cold.any() and self.cold_map_weight > 0:
-                # Items never trained on: move them to where warm items with similar content live.
-                x = ContentToCollab.inputs(self.fused[cold], item_repr[cold], item_bias[cold])
-                pred_repr, pred_bias = self.cold_map.predict(x)
-                a = self.cold_map_weight
-                item_repr[cold] = a * pred_repr + (1 - a) * item_repr[cold]
-                item_bias[cold] = a * pred_bias + (1 - a) * item_bias[cold]
+            item_repr, item_bias = self._item_representations(item_x)
             user_repr, user_bias = user_x @ user_emb, user_x @ user_b
         else:  # never trained (no interactions): content/popularity paths still work
             item_repr, item_bias = np.zeros((item_x.shape[0], k), np.float32), np.zeros(item_x.shape[0], np.float32)
@@ -286,18 +345,53 @@ class HybridModel:
         seen.data = np.ones_like(seen.data, dtype=np.float32)
         cluster_cols = np.array([self.user_fidx.col(f"c:{c}") if f"c:{c}" in self.user_fidx else -1
                                  for c in range(self.codebook.size)], np.int64)
+        cols = self._columns()
+        # Item content arrays are shared with the model, not copied: writers replace them (never
+        # write in place), and read-only flags turn any accidental in-place write into an error.
+        for arr in (self.fused, *self.per_modality.values(), *self.masks.values()):
+            arr.flags.writeable = False
         self._snap = _Snapshot(
-            item_ids=tuple(it.item_id for it in self.items), item_types=np.array([it.type for it in self.items]),
-            item_repr=np.asarray(item_repr, np.float32), item_bias=np.asarray(item_bias, np.float32),
+            item_ids=cols.ids, item_types=cols.types,
+            item_repr=item_repr, item_bias=item_bias,
             user_ids=tuple(self.user_ids), user_repr=np.asarray(user_repr, np.float32),
             user_bias=np.asarray(user_bias, np.float32), user_feature_emb=np.asarray(user_emb, np.float32),
             user_feature_bias=np.asarray(user_b, np.float32), user_cluster_cols=cluster_cols, seen=seen,
-            counts=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32), fused=self.fused.copy(),
-            per_modality={m: v.copy() for m, v in self.per_modality.items()},
-            masks={m: v.copy() for m, v in self.masks.items()}, item_assign=assign, user_interest=interest,
-            item_index={it.item_id: i for i, it in enumerate(self.items)},
-            user_index={uid: u for u, uid in enumerate(self.user_ids)})
+            counts=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32), fused=self.fused,
+            per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=assign, user_interest=interest,
+            item_index=cols.index, user_index={uid: u for u, uid in enumerate(self.user_ids)})
         self._item_x, self._user_x = item_x, user_x
+
+    def _item_representations(self, item_x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        """LightFM item representations and biases (cold items mapped from content), read-only;
+        reused while the item rows, LightFM's item parameters and the cold map are unchanged
+        (recording feedback changes none of them)."""
+        key = (item_x, self._trained_version, self.cold_map, self.cold_map_weight)
+        cached = self._repr_cache
+        start = 0
+        if cached is not None and cached[0] is item_x and cached[1] == key[1] and cached[2] is key[2] \
+                and cached[3] == key[3]:
+            if len(cached) == 6:
+                return cached[4], cached[5]
+            start = cached[6]  # items appended since: rows start: onwards are new
+        lfm = self.lfm
+        rows = item_x[start:] if start else item_x
+        item_repr = np.asarray(rows @ lfm.item_embeddings, np.float32)
+        item_bias = np.asarray(rows @ lfm.item_biases, np.float32)
+        cold = ~np.asarray(self.item_has_identity[start:], bool)
+        if self.cold_map is not None and cold.any() and self.cold_map_weight > 0:
+            # Items never trained on: move them to where warm items with similar content live.
+            x = ContentToCollab.inputs(self.fused[start:][cold], item_repr[cold], item_bias[cold])
+            pred_repr, pred_bias = self.cold_map.predict(x)
+            a = self.cold_map_weight
+            item_repr[cold] = a * pred_repr + (1 - a) * item_repr[cold]
+            item_bias[cold] = a * pred_bias + (1 - a) * item_bias[cold]
+        if start:
+            item_repr = np.concatenate([cached[4], item_repr])
+            item_bias = np.concatenate([cached[5], item_bias])
+        item_repr.flags.writeable = False
+        item_bias.flags.writeable = False
+        self._repr_cache = (*key, item_repr, item_bias)
+        return item_repr, item_bias
 
     # ================================================================== updates
     def add_items(self, items: list[Item], emb: ItemEmbeddings) -> None:
@@ -323,7 +417,7 @@ class HybridModel:
             self.per_modality = {m: v[keep] for m, v in self.per_modality.items()}
             self.masks = {m: v[keep] for m, v in self.masks.items()}
             self.fused = self.fused[keep]
-            self._items_changed()
+            self._keep_item_state(keep)
             for row in self.positives.values():
                 for iid in drop & row.keys():
                     del row[iid]
@@ -366,7 +460,31 @@ class HybridModel:
         return self._snap.item_index
 
     def _live_item_index(self) -> dict[str, int]:
-        return {it.item_id: i for i, it in enumerate(self.items)}
+        return self._columns().index
+
+    def _extend_columns(self, n_old: int) -> None:
+        """Columns of ``self.items`` from the previous list's (C-speed copies, no per-item Python)."""
+        old = self._columns_cache
+        if old is None or len(old.ids) != n_old:
+            return
+        added = self.items[n_old:]
+        ids = old.ids + tuple(it.item_id for it in added)
+        types = np.concatenate([old.types, np.array([it.type for it in added])])
+        types.flags.writeable = False
+        index = dict(old.index)
+        index.update((iid, n_old + i) for i, iid in enumerate(ids[n_old:]))
+        self._columns_cache = _ItemColumns(self.items, ids, types, index)
+
+    def _columns(self) -> "_ItemColumns":
+        """Ids, types and id -> row of ``self.items``, built once per items list (writers replace
+        the list, never mutate it), so feedback and snapshots do not rebuild them per call."""
+        cols = self._columns_cache
+        if cols is None or cols.items is not self.items:
+            ids = tuple(it.item_id for it in self.items)
+            types = np.array([it.type for it in self.items])
+            types.flags.writeable = False
+            cols = self._columns_cache = _ItemColumns(self.items, ids, types, {iid: i for i, iid in enumerate(ids)})
+        return cols
 
     def known_users(self) -> list[str]:
         return list(self._snap.user_ids)
@@ -400,23 +518,52 @@ class HybridModel:
         scores = snap.item_repr @ snap.user_repr[u] + snap.item_bias
         exclude = snap.seen[u].indices if exclude_seen else np.zeros(0, np.int64)
         top = _top_k(scores, k, exclude, candidates)
-        liked = snap.seen[u].indices
-        profile = _profile(snap, liked, None)
-        return [Recommendation(snap.item_ids[j], float(scores[j]), str(snap.item_types[j]),
-                               explain(snap, self.codebook, self.space, j, snap.user_interest[u], profile, liked,
-                                       {"lightfm": float(scores[j])}))
-                for j in top]
+        return self._recommendations(snap, top, scores[top], self.explain_rows(user_id, top, scores[top], snapshot=snap))
 
     def recommend_for_query(self, query: Query, k: int = 10, exclude_liked: bool = True,
                             candidates: np.ndarray | None = None) -> list[Recommendation]:
+        scored = self.score_query(query)
+        exclude = scored.liked if exclude_liked else np.zeros(0, np.int64)
+        top = _top_k(scored.scores, k, exclude, candidates)
+        return self._recommendations(scored.snapshot, top, scored.scores[top], self.explain_rows(scored, top))
+
+    @staticmethod
+    def _recommendations(snap: _Snapshot, rows: np.ndarray, scores: np.ndarray,
+                         explanations: list[dict]) -> list[Recommendation]:
+        return [Recommendation(snap.item_ids[j], float(s), str(snap.item_types[j]), e)
+                for j, s, e in zip(rows, scores, explanations)]
+
+    def score_query(self, query: Query) -> "ScoredQuery":
+        """Score a query once over the current snapshot; rank on ``.scores`` and pass the result to
+        ``explain_rows`` to explain the chosen rows without scoring again."""
         snap = self._snap
         scores, parts, liked, interest, profile = self._query_scores(snap, query)
-        exclude = liked if exclude_liked else np.zeros(0, np.int64)
-        top = _top_k(scores, k, exclude, candidates)
-        return [Recommendation(snap.item_ids[j], float(scores[j]), str(snap.item_types[j]),
-                               explain(snap, self.codebook, self.space, j, interest, profile, liked,
-                                       {n: float(v[j]) for n, v in parts.items()}))
-                for j in top]
+        return ScoredQuery(snap, scores, parts, liked, interest, profile)
+
+    def explain_rows(self, who: "str | Query | ScoredQuery", rows: np.ndarray, scores: np.ndarray | None = None, *,
+                     snapshot: _Snapshot | None = None) -> list[dict]:
+        """Explanation dicts (as in ``recommend``) for item ``rows`` of ``snapshot`` (default: the current one).
+
+        ``who`` is a known user id, a query (scored here), or a ``score_query`` result (not scored
+        again; its snapshot is used). ``scores``: the user's scores at ``rows`` when already computed
+        (only for a user id; query explanations carry every score component)."""
+        rows = np.asarray(rows, np.int64)
+        if isinstance(who, Query):
+            who = self.score_query(who)
+        if isinstance(who, ScoredQuery):
+            snap = who.snapshot
+            parts = {n: np.asarray(v)[rows] for n, v in who.parts.items()}
+            return [explain(snap, self.codebook, self.space, int(j), who.interest, who.profile, who.liked,
+                            {n: float(v[i]) for n, v in parts.items()}) for i, j in enumerate(rows)]
+        snap = snapshot or self._snap
+        u = self._user_row(snap, who)
+        if scores is None:
+            scores = snap.item_repr[rows] @ snap.user_repr[u] + snap.item_bias[rows]
+        liked = snap.seen[u].indices
+        profile = _profile(snap, liked, None)
+        interest = snap.user_interest[u]
+        return [explain(snap, self.codebook, self.space, int(j), interest, profile, liked, {"lightfm": float(s)})
+                for j, s in zip(rows, scores)]
 
     def query_components(self, query: Query) -> dict[str, np.ndarray]:
         return self._query_scores(self._snap, query)[1]
@@ -491,10 +638,12 @@ class HybridModel:
                                 "collaborative_similarity": float(collab[i])})
                 for i in top]
 
-    def user_interests(self, who: str | Query, top: int | None = None) -> list[tuple[int, str, float]]:
+    def user_interests(self, who: "str | Query | ScoredQuery", top: int | None = None) -> list[tuple[int, str, float]]:
         """(cluster id, label, probability) sorted by probability, from history or from a query."""
         snap = self._snap
-        if isinstance(who, Query):
+        if isinstance(who, ScoredQuery):
+            dist = who.interest
+        elif isinstance(who, Query):
             dist = self.query_interest(snap, who)[0]
         else:
             dist = snap.user_interest[self._user_row(snap, who)]
@@ -525,6 +674,17 @@ class HybridModel:
 
 
 # ====================================================================== helpers
+def _concat_assign(a: SoftAssignment, b: SoftAssignment) -> SoftAssignment:
+    return SoftAssignment(np.concatenate([a.clusters, b.clusters]), np.concatenate([a.weights, b.weights]))
+
+
+def _widen(x: sp.csr_matrix, width: int) -> sp.csr_matrix:
+    """``x`` with ``width`` columns (new feature columns are empty), sharing its arrays."""
+    if x.shape[1] == width:
+        return x
+    return sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], width))
+
+
 def _align(items: list[Item], emb: ItemEmbeddings) -> ItemEmbeddings:
     """Embeddings reordered to ``items``; items absent from ``emb`` get all modalities masked."""
     index = emb.index()

@@ -18,6 +18,7 @@ Consistency model:
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -30,9 +31,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fusion.explain import explain
 from fusion.hybrid import HybridModel, UnknownItemError, UnknownUserError
-from fusion.hybrid import _profile  # no public per-row explanation API yet (see BENCHMARKS.md, serving)
 from fusion.query import Query
 from mixrec.catalog import Interaction, Item
 from mixrec.config import ITEM_TYPES, MODALITIES, MixrecConfig
@@ -118,6 +117,10 @@ class RecommenderEngine:
         limits = cfg.limits
         media = MediaStore(cfg.storage.media_dir, {"image": limits.max_image_bytes, "audio": limits.max_audio_bytes,
                                                    "video": limits.max_video_bytes})
+        # A big catalog is millions of long-lived objects: keep them out of every later GC pass
+        # (at 1M items this cut add_items(16) from 3.6 s to under 1 s, see BENCHMARKS.md).
+        gc.collect()
+        gc.freeze()
         engine = cls(cfg, model, store, media, marks)
         engine.bootstrap_catalog()
         engine.sync()
@@ -377,7 +380,7 @@ class RecommenderEngine:
         else:
             cand_scores = snap.item_repr[cand] @ user + snap.item_bias[cand]
         rows, sc = self._rank(snap, meta, cand, cand_scores, opts)
-        expl = self._explain_user(snap, u, rows, sc) if opts.explain and len(rows) else None
+        expl = self.model.explain_rows(user_id, rows, sc, snapshot=snap) if opts.explain and len(rows) else None
         return {"user_id": user_id, "items": self._respond(meta, rows, sc, expl)}
 
     def _ann_candidates(self, snap, meta: SnapshotMeta, user: np.ndarray, allowed: np.ndarray, types: list[int],
@@ -397,12 +400,6 @@ class RecommenderEngine:
             cand = np.concatenate([cand, fresh])
         return cand
 
-    def _explain_user(self, snap, u: int, rows: np.ndarray, scores: np.ndarray) -> list[dict]:
-        liked = snap.seen[u].indices
-        profile = _profile(snap, liked, None)
-        return [explain(snap, self.model.codebook, self.model.space, int(j), snap.user_interest[u], profile, liked,
-                        {"lightfm": float(s)}) for j, s in zip(rows, scores)]
-
     def seen(self, user_id: str) -> set[str]:
         snap = self.model.snapshot
         ids = snap.item_ids
@@ -416,26 +413,19 @@ class RecommenderEngine:
         liked = tuple(dict.fromkeys(liked_item_ids))
         query = self._query(vectors, liked)
         try:
-            for _ in range(3):  # rows must match the snapshot scored: retry if a write swapped it meanwhile
-                snap = self.model.snapshot
-                scores = self.model.score_all(query)
-                if self.model.snapshot is snap:
-                    break
+            scored = self.model.score_query(query)  # one snapshot: its rows, scores and explanations agree
         except UnknownItemError as e:
             raise NotFound(str(e).strip("'\"")) from None
+        snap, scores = scored.snapshot, scored.scores
         types, pool = self._plan(opts)
         meta = self._meta(snap)
         allowed = self._allowed(snap, meta, opts, self._exclude_rows(snap, None, None, list(liked) +
                                                                         list(opts.exclude_item_ids)))
         cand = exact_candidates(scores, meta, allowed, types, pool)
         rows, sc = self._rank(snap, meta, cand, scores[cand], opts)
-        expl = None
-        if opts.explain and len(rows):
-            recs = self.model.recommend_for_query(query, k=len(rows), exclude_liked=False, candidates=rows)
-            by_id = {r.item_id: r.explanation for r in recs}
-            expl = [by_id.get(meta.ids[int(r)], {}) for r in rows]
+        expl = self.model.explain_rows(scored, rows) if opts.explain and len(rows) else None
         interests = [{"cluster": c, "label": lbl, "probability": round(p, 4)}
-                     for c, lbl, p in self.model.user_interests(query, top=5)]
+                     for c, lbl, p in self.model.user_interests(scored, top=5)]
         return {"items": self._respond(meta, rows, sc, expl), "query": {**(describe or {}), "interests": interests}}
 
     def _query(self, vectors: dict[str, np.ndarray], liked: tuple[str, ...]) -> Query:
