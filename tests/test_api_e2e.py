@@ -117,7 +117,7 @@ def test_recommend_known_user_with_mix_filters_and_exclude_seen(client, demo):
     assert len(set(types[:3])) == 3, types
 
 
-def test_python_client(server, demo):
+def test_python_client(server, demo, tmp_path):
     import bentoml
 
     with bentoml.SyncHTTPClient(server.url, timeout=120) as c:
@@ -125,6 +125,10 @@ def test_python_client(server, demo):
         assert len(out["items"]) == 3
         sims = c.similar_items(item_id=out["items"][0]["item_id"], k=2, types=["audio"])
         assert [i["type"] for i in sims["items"]] == ["audio", "audio"]
+        photo = tmp_path / "photo.png"
+        photo.write_bytes(_png())
+        by_image = c.recommend_by_query(image=[photo], k=2, types=["product"])
+        assert [i["type"] for i in by_image["items"]] == ["product", "product"]
 
 
 def test_query_by_text_image_and_audio(client, demo):
