@@ -40,7 +40,6 @@ from mixrec.ranking import ItemTable, parse_mix, rank
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates, single_threaded_blas
-from services.persistence import ServiceTables
 
 log = logging.getLogger("mixrec.engine")
 CHECKPOINT_VERSION = 1
@@ -82,7 +81,6 @@ class RecommenderEngine:
         self.model = model
         self.store = store
         self.media = media
-        self.tables = ServiceTables(store._engine)
         marks = watermarks or {}
         self.event_mark = int(marks.get("events", 0))
         self.change_mark = int(marks.get("changes", 0))
@@ -169,7 +167,7 @@ class RecommenderEngine:
                 new_ids = [i for i in dict.fromkeys(adds) if i not in known and i not in deletes]
                 if new_ids:
                     items = self.store.get_items(new_ids)
-                    vecs = self.tables.get_vectors([it.item_id for it in items])
+                    vecs = self.store.get_vectors([it.item_id for it in items])
                     items = [it for it in items if it.item_id in vecs]
                     if items:
                         self.model.add_items(items, self._embeddings(items, vecs))
@@ -179,7 +177,7 @@ class RecommenderEngine:
                     self.model.remove_items(gone)
                     applied["items_removed"] = len(gone)
                 self.change_mark = max(c.id for c in changes)
-            for fid, user in self.tables.forgotten_since(self.forget_mark):
+            for fid, user in self.store.forgotten_since(self.forget_mark):
                 if user in set(self.model.known_users()):
                     self.model.forget_user(user)
                     applied["forgotten"] += 1
@@ -470,8 +468,8 @@ class RecommenderEngine:
         dup = sorted({it.item_id for it in items if it.item_id in index})
         if dup:
             raise DuplicateItems(dup)
-        self.tables.put_vectors({it.item_id: vectors.get(it.item_id, {}) for it in items})
-        self.store.add_items(items)  # raises DuplicateItemsError (409) naming the ids
+        # Items and their vectors commit together; raises DuplicateItemsError (409) naming the ids.
+        self.store.add_items(items, vectors={it.item_id: vectors.get(it.item_id, {}) for it in items})
         self.sync()
         return {"added": [it.item_id for it in items], "catalog_size": len(self.model.items)}
 
@@ -494,7 +492,7 @@ class RecommenderEngine:
         known = user_id in set(self.model.known_users())
         if not known and removed["interactions"] == 0 and removed["users"] == 0:
             raise NotFound(f"unknown user {user_id!r}")
-        self.tables.forget(user_id)
+        self.store.log_forgotten(user_id)
         self.sync()
         self.checkpoint()  # the trained artifacts still hold the user: persist the erasure now
         return {"user_id": user_id, "removed_interactions": removed["interactions"], "model_forgot": known}

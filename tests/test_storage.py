@@ -141,6 +141,27 @@ def test_forget_user_removes_only_that_user(store):
     assert store.forget_user("u1") == {"interactions": 0, "users": 0}
 
 
+def test_item_vectors_commit_with_their_items_and_erasure_log(store):
+    import numpy as np
+
+    items = make_items(2)
+    vecs = {items[0].item_id: {"text": np.arange(4, dtype=np.float32), "image": np.ones(3, np.float32)}}
+    store.add_items(items, vectors=vecs)
+    got = store.get_vectors([it.item_id for it in items])
+    assert set(got) == {items[0].item_id}
+    assert np.array_equal(got[items[0].item_id]["text"], np.arange(4, dtype=np.float32))
+    assert got[items[0].item_id]["image"].shape == (3,)
+    # a refused add stores no vectors either
+    with pytest.raises(DuplicateItemsError):
+        store.add_items([items[1]], vectors={items[1].item_id: {"text": np.zeros(4, np.float32)}})
+    assert items[1].item_id not in store.get_vectors([items[1].item_id])
+    first = store.log_forgotten("u-1")
+    second = store.log_forgotten("u-2")
+    assert second > first
+    assert store.forgotten_since(0) == [(first, "u-1"), (second, "u-2")]
+    assert store.forgotten_since(first) == [(second, "u-2")]
+
+
 def test_stats(store):
     store.add_items(make_items(5))
     store.delete_items(["it0"])

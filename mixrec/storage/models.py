@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ID_LEN = 200  # matches mixrec.catalog.Item.item_id's max_length
@@ -82,3 +82,24 @@ class InteractionRow(Base):
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     timestamp: Mapped[float] = mapped_column(Float)  # when it happened (caller's clock, epoch seconds)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)  # when stored
+
+
+class ItemVectorRow(Base):
+    """An item's native-space encoder vectors, so replicas and restarts add it without re-encoding."""
+
+    __tablename__ = "item_vectors"
+
+    item_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    modality: Mapped[str] = mapped_column(String(16), primary_key=True)
+    dim: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)  # float32 little-endian
+
+
+class ForgottenUserRow(Base):
+    """Erasure log: every replica (and a restart from the trained artifacts) drops these users."""
+
+    __tablename__ = "forgotten_users"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

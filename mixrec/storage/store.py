@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -34,9 +35,11 @@ from mixrec.storage.errors import DuplicateItemsError, UnknownItemsError
 from mixrec.storage.models import (
     Base,
     CatalogChangeRow,
+    ForgottenUserRow,
     InteractionRow,
     ItemRow,
     ItemTagRow,
+    ItemVectorRow,
     UserRow,
     utcnow,
 )
@@ -182,9 +185,12 @@ class CatalogStore:
 
     # ------------------------------------------------------------------ items
 
-    def add_items(self, items: Iterable[Item]) -> list[str]:
+    def add_items(self, items: Iterable[Item],
+                  vectors: dict[str, dict[str, np.ndarray]] | None = None) -> list[str]:
         """Store new items (all or none). Re-adding a deleted id revives it with the new content.
 
+        ``vectors`` (``{item_id: {modality: native-space vector}}``) are stored in the same
+        transaction, so a replica that sees the add also sees what it needs to score the item.
         Raises ``DuplicateItemsError`` naming every id that is already live or repeated in the call.
         """
         items = list(items)
@@ -209,6 +215,8 @@ class CatalogStore:
                         row.deleted_at, row.created_at = None, utcnow()
                     _fill_row(row, it)
                     s.add(CatalogChangeRow(item_id=it.item_id, op="add"))
+                if vectors:
+                    self._write_vectors(s, {i: vectors[i] for i in ids if i in vectors})
         except IntegrityError:
             # Another writer inserted one of these ids between our check and our commit.
             with self._read() as s:
@@ -360,6 +368,40 @@ class CatalogStore:
         with self._read() as s:
             return set(s.scalars(select(InteractionRow.item_id).where(InteractionRow.user_id == user_id)
                                  .distinct()))
+
+    # ------------------------------------------------------------------ item vectors
+
+    @staticmethod
+    def _write_vectors(s: Session, vectors: dict[str, dict[str, np.ndarray]]) -> None:
+        for chunk in _chunks(list(vectors)):
+            s.execute(delete(ItemVectorRow).where(ItemVectorRow.item_id.in_(chunk)))
+        for iid, mods in vectors.items():
+            for m, v in mods.items():
+                v = np.asarray(v, dtype="<f4").reshape(-1)
+                s.add(ItemVectorRow(item_id=iid, modality=m, dim=int(v.size), data=v.tobytes()))
+
+    def get_vectors(self, item_ids: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        with self._read() as s:
+            for chunk in _chunks(list(item_ids)):
+                for r in s.scalars(select(ItemVectorRow).where(ItemVectorRow.item_id.in_(chunk))):
+                    out.setdefault(r.item_id, {})[r.modality] = np.frombuffer(r.data, dtype="<f4").copy()
+        return out
+
+    # ------------------------------------------------------------------ erasure log
+
+    def log_forgotten(self, user_id: str) -> int:
+        """Append ``user_id`` to the erasure log; returns the log entry's id."""
+        with self._writing() as s:
+            row = ForgottenUserRow(user_id=user_id)
+            s.add(row)
+            s.flush()
+            return int(row.id)
+
+    def forgotten_since(self, since_id: int) -> list[tuple[int, str]]:
+        with self._read() as s:
+            q = select(ForgottenUserRow).where(ForgottenUserRow.id > since_id).order_by(ForgottenUserRow.id)
+            return [(int(r.id), r.user_id) for r in s.scalars(q)]
 
     # ------------------------------------------------------------------ info
 
