@@ -183,8 +183,13 @@ def _serve_foreground(bento_tag: str, port: int, env: dict[str, str], base_url: 
         while tree.running():
             tree.track()
             time.sleep(1.0)
-        console.print(f"[red]bentoml serve exited with code {tree.process.returncode}[/red]")
-        raise typer.Exit(1)
+        code = tree.process.returncode
+        if code not in (0, -signal.SIGINT, -signal.SIGTERM):
+            console.print(f"[red]bentoml serve exited with code {code}[/red]")
+            raise typer.Exit(1)
+        console.print("the server stopped")
+    except typer.Exit:  # click's Exit is a RuntimeError: let it through untouched
+        raise
     except RuntimeError as e:
         _fail(str(e))
     except KeyboardInterrupt:
