@@ -89,7 +89,7 @@ def examples_text(base_url: str, ex) -> str:
         f'    print(client.recommend_by_query(text="{ex.query_text}", k=5))',
         f'    print(client.similar_items(item_id="{ex.item_id}", k=5))',
         "",
-        f"# API docs: {base_url}/docs   OpenAPI: {base_url}/docs.json",
+        f"# API docs (Swagger UI): {base_url}/   OpenAPI: {base_url}/docs.json",
     ])
 
 
