@@ -21,7 +21,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import math
 import shutil
 import threading
 import time
@@ -37,6 +36,7 @@ from mixrec.catalog import Interaction, Item
 from mixrec.config import ITEM_TYPES, MODALITIES, MixrecConfig
 from mixrec.embeddings import ItemEmbeddings
 from mixrec.ranking import ItemTable, parse_mix, rank
+from mixrec.storage.errors import DuplicateItemsError
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates, single_threaded_blas
@@ -467,7 +467,7 @@ class RecommenderEngine:
         index = self.model.item_index()
         dup = sorted({it.item_id for it in items if it.item_id in index})
         if dup:
-            raise DuplicateItems(dup)
+            raise DuplicateItemsError(dup)
         # Items and their vectors commit together; raises DuplicateItemsError (409) naming the ids.
         self.store.add_items(items, vectors={it.item_id: vectors.get(it.item_id, {}) for it in items})
         self.sync()
@@ -508,13 +508,3 @@ class RecommenderEngine:
                       "last_update_seconds": self.last_update_seconds},
             "watermarks": {"events": self.event_mark, "changes": self.change_mark},
         }
-
-
-class DuplicateItems(ValueError):
-    def __init__(self, ids: list[str]):
-        super().__init__(f"items already exist: {ids[:10]}")
-        self.ids = ids
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -43,14 +43,14 @@ def _http_error(e: Exception) -> BentoMLException:
     from fusion.hybrid import UnknownItemError, UnknownUserError
     from mixrec.storage.errors import (DuplicateItemsError, MediaTooLargeError, UnknownItemsError,
                                        UnsupportedMediaError)
-    from services.engine import BadRequest, DuplicateItems, NotFound
+    from services.engine import BadRequest, NotFound
 
     msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
     if isinstance(e, MediaTooLargeError):
         return BentoMLException(msg, error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
     if isinstance(e, UnsupportedMediaError):
         return BentoMLException(msg, error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-    if isinstance(e, (DuplicateItemsError, DuplicateItems)):
+    if isinstance(e, DuplicateItemsError):
         return BentoMLException(msg, error_code=HTTPStatus.CONFLICT)
     if isinstance(e, (NotFound, UnknownItemsError, UnknownItemError, UnknownUserError)):
         return BentoMLException(msg, error_code=HTTPStatus.NOT_FOUND)

@@ -9,7 +9,8 @@ import pytest
 
 from mixrec.catalog import Interaction, Item, read_interactions, read_items
 from mixrec.config import REPO_ROOT, load_config
-from services.engine import BadRequest, DuplicateItems, NotFound, Options, RecommenderEngine
+from mixrec.storage.errors import DuplicateItemsError
+from services.engine import BadRequest, NotFound, Options, RecommenderEngine
 
 
 def _cfg(tiny_demo, tmp_path, **serving):
@@ -135,7 +136,7 @@ def test_added_item_is_recommendable_at_once_by_content(engine, demo_data, text_
     # A query describing exactly this item finds it although nobody has interacted with it.
     got = engine.recommend_by_query({"text": vec}, [], Options(k=3, types=["product"], explain=False))
     assert "fresh-1" in [r["item_id"] for r in got["items"]], got
-    with pytest.raises((DuplicateItems, ValueError)):
+    with pytest.raises(DuplicateItemsError, match="fresh-1"):
         engine.add_items([new], {"fresh-1": {"text": vec}})
 
 
