@@ -14,35 +14,19 @@ identity feature and scores them from their tags alone.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
+from mixrec.config import ModelConfig
 from mixrec.evaluation.protocol import EvalData, UserQuery
 
 __all__ = ["LightFMParams", "Popularity", "LightFMIds", "LightFMGenres", "tag_features", "cold_item_mask"]
 
 
-@dataclass
-class LightFMParams:
-    no_components: int = 64
-    epochs: int = 20
-    loss: str = "warp"
-    learning_rate: float = 0.05
-    max_sampled: int = 10
-    item_alpha: float = 0.0
-    user_alpha: float = 0.0
-    num_threads: int = 2
-    seed: int = 0
-
-    def build(self):
-        from lightfm import LightFM  # imported lazily: only the LightFM baselines need it
-
-        return LightFM(no_components=self.no_components, loss=self.loss, learning_rate=self.learning_rate,
-                       max_sampled=self.max_sampled, item_alpha=self.item_alpha, user_alpha=self.user_alpha,
-                       random_state=self.seed)
+# The baselines get exactly the knobs of mixrec's own LightFM model (one definition, in the config).
+LightFMParams = ModelConfig
 
 
 def cold_item_mask(train: sp.spmatrix) -> np.ndarray:
@@ -129,7 +113,9 @@ class _LightFMBase:
             raise ValueError(f"train shape {train.shape} != ({data.n_users}, {data.n_items})")
         start = time.perf_counter()
         features = self._item_features(data, train)
-        self.model = self.params.build()
+        from fusion.lightfm_state import new_lightfm  # imports lightfm: only the LightFM baselines need it
+
+        self.model = new_lightfm(self.params)
         self.model.fit(train.tocoo(), item_features=features, epochs=self.params.epochs,
                        num_threads=self.params.num_threads)
         scoring = self._scoring_item_features(data, train, features)
