@@ -1,22 +1,26 @@
-"""Typed errors raised by encoders. Services map these to 4xx responses."""
+"""Typed errors raised by encoders; each carries its HTTP status through ``mixrec.errors``."""
 
 from __future__ import annotations
 
+from mixrec.errors import InputError, MixrecError, PayloadTooLargeError, UnsupportedMediaTypeError
 
-class EncoderError(Exception):
-    """Base class for encoder failures."""
+
+class EncoderError(MixrecError):
+    """Base class for encoder failures (a 500 unless a subclass says otherwise)."""
 
 
 class EncoderConfigError(EncoderError, ValueError):
     """An encoder cannot be built from its config (bad kind, missing weights, wrong dims)."""
 
 
-class InvalidMediaError(EncoderError, ValueError):
-    """One input item cannot be encoded: corrupt, oversized, empty, unsupported.
+class InvalidMediaError(EncoderError, InputError):
+    """One input item cannot be encoded: corrupt, oversized, empty, unsupported (400).
 
     ``index`` is the item's position in the batch (None for a single item) and
     ``item_id`` the caller's id when known, so a batch error names the culprit.
     """
+
+    status, code = 400, "bad_request"
 
     def __init__(self, reason: str, *, modality: str | None = None, index: int | None = None,
                  item_id: str | None = None):
@@ -38,7 +42,19 @@ class InvalidMediaError(EncoderError, ValueError):
         return prefix + self.reason
 
     def at(self, index: int | None = None, item_id: str | None = None) -> "InvalidMediaError":
-        """Return a copy that also names the batch position / item id."""
-        return InvalidMediaError(self.reason, modality=self.modality,
-                                 index=self.index if index is None else index,
-                                 item_id=self.item_id if item_id is None else item_id)
+        """Return a copy (of the same class) that also names the batch position / item id."""
+        return type(self)(self.reason, modality=self.modality,
+                          index=self.index if index is None else index,
+                          item_id=self.item_id if item_id is None else item_id)
+
+
+class MediaTooLargeForBudgetError(InvalidMediaError, PayloadTooLargeError):
+    """The input decodes to more pixels / samples / frames than the configured budget (413)."""
+
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaFormatError(InvalidMediaError, UnsupportedMediaTypeError):
+    """The bytes are not a format this modality reads (a text file as an image, a JPEG as audio) (415)."""
+
+    status, code = 415, "unsupported_media_type"

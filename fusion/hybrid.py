@@ -21,6 +21,7 @@ import scipy.sparse as sp
 from mixrec.catalog import Interaction, Item
 from mixrec.config import FusionConfig, MixrecConfig, ModelConfig
 from mixrec.embeddings import ItemEmbeddings
+from mixrec.errors import NotFoundError, shown, shown_list
 from fusion import lightfm_state
 from fusion.codebook import Codebook, SoftAssignment
 from fusion.cold_items import ContentToCollab
@@ -35,12 +36,12 @@ from fusion.shared_space import SharedSpace, unit_rows
 MAX_SAMPLE_WEIGHT = 5.0
 
 
-class UnknownUserError(KeyError):
-    pass
+class UnknownUserError(NotFoundError):
+    """The model has no such user (404 when it reaches the service)."""
 
 
-class UnknownItemError(KeyError):
-    pass
+class UnknownItemError(NotFoundError):
+    """The model has no such item (404 when it reaches the service)."""
 
 
 @dataclass
@@ -175,7 +176,7 @@ class HybridModel:
         touched = set()
         for r in interactions:
             if r.item_id not in index:
-                raise UnknownItemError(f"interaction for unknown item {r.item_id!r}")
+                raise UnknownItemError(f"interaction for unknown item {shown(r.item_id)}")
             if r.user_id not in self.positives:
                 self.positives[r.user_id] = {}
                 self.user_ids.append(r.user_id)
@@ -410,7 +411,7 @@ class HybridModel:
             drop = set(item_ids)
             unknown = drop - set(self._live_item_index())
             if unknown:
-                raise UnknownItemError(f"unknown item ids: {sorted(unknown)[:5]}")
+                raise UnknownItemError(f"unknown item ids: {shown_list(sorted(unknown))}")
             keep = np.array([it.item_id not in drop for it in self.items])
             self.items = [it for it, k in zip(self.items, keep) if k]
             self.item_has_identity = [h for h, k in zip(self.item_has_identity, keep) if k]
@@ -436,7 +437,7 @@ class HybridModel:
         """Drop a user's interactions and erase what the model learned for their identity."""
         with self._lock:
             if user_id not in self.positives:
-                raise UnknownUserError(user_id)
+                raise UnknownUserError(f"unknown user {shown(user_id)}")
             del self.positives[user_id]
             self.user_ids.remove(user_id)
             col = self.user_fidx.col(f"u:{user_id}")
@@ -500,7 +501,7 @@ class HybridModel:
     def _user_row(self, snap: _Snapshot, user_id: str) -> int:
         row = snap.user_index.get(user_id)
         if row is None:
-            raise UnknownUserError(f"unknown user {user_id!r}")
+            raise UnknownUserError(f"unknown user {shown(user_id)}")
         return row
 
     def score_all(self, who: str | Query) -> np.ndarray:
@@ -572,7 +573,7 @@ class HybridModel:
         index = snap.item_index
         missing = [i for i in ids if i not in index]
         if missing:
-            raise UnknownItemError(f"unknown liked item ids: {missing[:5]}")
+            raise UnknownItemError(f"unknown liked item ids: {shown_list(missing)}")
         return np.array([index[i] for i in ids], np.int64)
 
     def query_interest(self, snap: _Snapshot, query: Query) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
@@ -617,7 +618,7 @@ class HybridModel:
         snap = self._snap
         index = snap.item_index
         if item_id not in index:
-            raise UnknownItemError(item_id)
+            raise UnknownItemError(f"unknown item {shown(item_id)}")
         j = index[item_id]
         content = snap.fused @ snap.fused[j]
         reps = unit_rows(snap.item_repr)

@@ -98,6 +98,15 @@ class LimitsConfig(_Strict):
     max_audio_seconds: float = Field(30.0, gt=0)  # longer clips are cropped to this for encoding
     max_upload_audio_seconds: float = Field(600.0, gt=0)  # longer uploads are rejected
     max_video_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    # Work budgets: bytes say little about cost (a 15 KB MP4 can be 6000x6000 px, a 244-byte WAV can
+    # claim a prime sample rate whose resampling kernel needs GBs), so decoded sizes are bounded too.
+    min_audio_sample_rate: int = Field(4_000, ge=1)
+    max_audio_sample_rate: int = Field(384_000, ge=1)
+    max_audio_channels: int = Field(16, ge=1)
+    max_decoded_image_pixels: int = Field(16_777_216, ge=1)  # after JPEG draft-mode reduction
+    image_max_side: int = Field(1024, ge=32)  # decoded images are downscaled to this; encoders need far less
+    max_video_pixels: int = Field(8_294_400, ge=1)  # per frame (3840x2160)
+    max_video_decode_pixels: int = Field(600_000_000, ge=1)  # frames x pixels decoded per video
 
 
 class FusionConfig(_Strict):
@@ -135,6 +144,24 @@ class EncoderServingConfig(_Strict):
     timeout_s: int = Field(60, ge=1)
 
 
+EventRole = Literal["positive", "negative", "seen"]
+
+
+class EventRule(_Strict):
+    """What one event type means: ``positive`` trains as a like (caller weight x ``weight``),
+    ``negative`` cancels that much positive weight and keeps the item out of the user's
+    recommendations, ``seen`` only marks the item as seen."""
+
+    role: EventRole
+    weight: float = Field(1.0, ge=0, le=100)
+
+
+def _default_events() -> dict[str, EventRule]:
+    return {"view": EventRule(role="positive"), "click": EventRule(role="positive"),
+            "play": EventRule(role="positive"), "like": EventRule(role="positive"),
+            "purchase": EventRule(role="positive"), "dislike": EventRule(role="negative")}
+
+
 class ServingConfig(_Strict):
     """The Bento's entry service (Recommender) and its encoder services."""
 
@@ -144,6 +171,8 @@ class ServingConfig(_Strict):
     artifacts: str = "data/demo/artifacts"  # a directory, or bentoml:<tag> in the model store
     state_dir: str = "data/state"  # where the service checkpoints the model it updates online
     api_key: str | None = None  # bearer token required on every endpoint but health when set
+    # Browser origins (scheme://host[:port]) allowed to call the API cross-site; CORS is off when empty.
+    allowed_origins: list[str] = Field(default_factory=list)
     max_k: int = Field(200, ge=1, le=10_000)
     max_request_items: int = Field(256, ge=1)  # items per add/delete/feedback call
     max_query_files: int = Field(4, ge=1)  # images / audio clips per query
@@ -165,6 +194,7 @@ class MixrecConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    events: dict[str, EventRule] = Field(default_factory=_default_events)  # feedback event semantics
 
     @model_validator(mode="after")
     def _modalities_match(self) -> "MixrecConfig":
