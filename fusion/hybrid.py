@@ -22,6 +22,7 @@ from mixrec.catalog import Interaction, Item
 from mixrec.config import FusionConfig, MixrecConfig, ModelConfig
 from mixrec.embeddings import ItemEmbeddings
 from mixrec.errors import NotFoundError, shown, shown_list
+from mixrec.events import DEFAULT_RULES, signed_weight
 from fusion import lightfm_state
 from fusion.codebook import Codebook, SoftAssignment
 from fusion.cold_items import ContentToCollab
@@ -117,6 +118,7 @@ class HybridModel:
         self.user_fidx = FeatureIndex()
         self.user_ids: list[str] = []
         self.positives: dict[str, dict[str, float]] = {}  # user -> item -> summed weight (> 0 only)
+        self.event_rules = DEFAULT_RULES  # what each event type means (config ``events``); see mixrec/events.py
         self.constant_groups: set[str] = set()
         self.lfm = lightfm_state.new_lightfm(model_cfg)
         self.fit_seconds = 0.0
@@ -144,6 +146,7 @@ class HybridModel:
                                 cfg.fusion.seed)
         codebook.build_labels(items, fused)
         model = cls(cfg.model, cfg.fusion, space, codebook, weights or FeatureWeights())
+        model.event_rules = cfg.events
         model.constant_groups = constant_groups(items)
         model._append_items(items, per, masks, fused)
         model._ingest(interactions)
@@ -177,14 +180,17 @@ class HybridModel:
         for r in interactions:
             if r.item_id not in index:
                 raise UnknownItemError(f"interaction for unknown item {shown(r.item_id)}")
+            signed = signed_weight(self.event_rules, r.event, r.weight)
+            if signed == 0:  # a "seen" event, an unknown type or zero weight: nothing to learn
+                continue
             if r.user_id not in self.positives:
                 self.positives[r.user_id] = {}
                 self.user_ids.append(r.user_id)
             row = self.positives[r.user_id]
-            w = row.get(r.item_id, 0.0) + float(r.weight)
+            w = row.get(r.item_id, 0.0) + signed
             if w > 0:
                 row[r.item_id] = w
-            else:  # net-negative feedback removes the positive
+            else:  # net-negative feedback (a dislike) removes the positive: it never counts as a like
                 row.pop(r.item_id, None)
             touched.add(r.user_id)
         return touched

@@ -156,7 +156,7 @@ class EventRule(_Strict):
     weight: float = Field(1.0, ge=0, le=100)
 
 
-def _default_events() -> dict[str, EventRule]:
+def default_events() -> dict[str, EventRule]:
     return {"view": EventRule(role="positive"), "click": EventRule(role="positive"),
             "play": EventRule(role="positive"), "like": EventRule(role="positive"),
             "purchase": EventRule(role="positive"), "dislike": EventRule(role="negative")}
@@ -194,7 +194,19 @@ class MixrecConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
-    events: dict[str, EventRule] = Field(default_factory=_default_events)  # feedback event semantics
+    events: dict[str, EventRule] = Field(default_factory=default_events)  # feedback event semantics
+
+    @field_validator("events")
+    @classmethod
+    def _event_names(cls, v: dict[str, EventRule]) -> dict[str, EventRule]:
+        import re
+
+        bad = [e for e in v if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", e)]
+        if bad:
+            raise ValueError(f"event type names must be lowercase identifiers of at most 32 characters: {bad}")
+        if not any(r.role == "positive" for r in v.values()):
+            raise ValueError("at least one event type must be positive, or nothing would ever be learned")
+        return v
 
     @model_validator(mode="after")
     def _modalities_match(self) -> "MixrecConfig":

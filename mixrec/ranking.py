@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from mixrec.config import ITEM_TYPES
+from mixrec.errors import InputError, shown, shown_list
 
 MixMode = Literal["score", "interleave", "quota"]
 
@@ -109,7 +110,7 @@ class ItemTable:
 def _check_types(types: Iterable[str], what: str) -> None:
     unknown = [t for t in types if t not in ITEM_TYPES]
     if unknown:
-        raise ValueError(f"{what}: unknown item type(s) {unknown}; known types: {list(ITEM_TYPES)}")
+        raise InputError(f"{what}: unknown item type(s) {shown_list(unknown)}; known types: {list(ITEM_TYPES)}")
 
 
 def _largest_remainder(props: dict[str, float], k: int) -> dict[str, int]:
@@ -125,7 +126,7 @@ def _largest_remainder(props: dict[str, float], k: int) -> dict[str, int]:
 def parse_mix(mix: str | Mapping[str, float] | None, k: int, types: Sequence[str] | None = None) -> MixSpec:
     """Validate a mix for a request of ``k`` items; ValueError messages name what is wrong."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise InputError(f"k must be a positive integer, got {shown(k)}")
     if types:
         _check_types(types, "types filter")
     in_play = tuple(dict.fromkeys(types)) if types else ITEM_TYPES
@@ -134,29 +135,32 @@ def parse_mix(mix: str | Mapping[str, float] | None, k: int, types: Sequence[str
     if mix == "interleave":
         return MixSpec("interleave", in_play)
     if isinstance(mix, str):
-        raise ValueError(f"unknown mix {mix!r}: use 'score', 'interleave', per-type counts such as "
+        raise InputError(f"unknown mix {shown(mix)}: use 'score', 'interleave', per-type counts such as "
                          f"{{'product': 5, 'video': 3}} or proportions such as {{'product': 0.5, 'audio': 0.5}}")
     if not isinstance(mix, Mapping) or not mix:
-        raise ValueError("mix must be 'score', 'interleave' or a non-empty mapping of item type to count/proportion")
+        raise InputError("mix must be 'score', 'interleave' or a non-empty mapping of item type to count/proportion")
     _check_types(mix, "mix")
     outside = [t for t in mix if t not in in_play]
     if outside:
-        raise ValueError(f"mix names type(s) {outside} that the types filter {list(in_play)} excludes")
+        raise InputError(f"mix names type(s) {outside} that the types filter {list(in_play)} excludes")
     for t, v in mix.items():
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise ValueError(f"mix[{t!r}] must be a number, got {v!r}")
+            raise InputError(f"mix[{t!r}] must be a number, got {shown(v)}")
+        # An int too large for a float would raise OverflowError in isfinite: bound counts by k first.
+        if isinstance(v, (int, np.integer)) and not 0 <= v <= k:
+            raise InputError(f"mix[{t!r}] is a count and must be >= 0 and <= k={k}, got {shown(v, 40)}")
         if not math.isfinite(v) or v < 0:
-            raise ValueError(f"mix[{t!r}] must be a finite number >= 0, got {v!r}")
+            raise InputError(f"mix[{t!r}] must be a finite number >= 0, got {shown(v, 40)}")
     if all(isinstance(v, (int, np.integer)) for v in mix.values()):
         total = int(sum(mix.values()))
         if total != k:
-            raise ValueError(f"mix counts add up to {total} but k={k}: make them add up to k, "
+            raise InputError(f"mix counts add up to {total} but k={k}: make them add up to k, "
                              f"or give proportions (floats adding up to 1)")
         quotas = {t: int(v) for t, v in mix.items()}
     else:
         total = float(sum(mix.values()))
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"mix proportions add up to {total:g}, not 1 (use ints for exact counts)")
+            raise InputError(f"mix proportions add up to {total:g}, not 1 (use ints for exact counts)")
         quotas = _largest_remainder({t: float(v) for t, v in mix.items()}, k)
     active = tuple(t for t, q in quotas.items() if q > 0)
     return MixSpec("quota", active, {t: quotas[t] for t in active})
@@ -177,7 +181,7 @@ def rank(scores: np.ndarray, table: ItemTable, k: int, *, types: Sequence[str] |
     if scores.shape != (len(table),):
         raise ValueError(f"scores has shape {scores.shape}; expected ({len(table)},)")
     if not 0.0 <= diversity <= 1.0:
-        raise ValueError(f"diversity must be in [0, 1], got {diversity!r}")
+        raise InputError(f"diversity must be in [0, 1], got {diversity!r}")
     if diversity > 0 and (vectors is None or len(vectors) != len(table)):
         raise ValueError("diversity > 0 needs one vector per item")
     if shortfall not in ("fill", "drop"):

@@ -19,13 +19,10 @@ Consistency model:
 from __future__ import annotations
 
 import gc
-import json
 import logging
-import shutil
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,26 +32,16 @@ from fusion.query import Query
 from mixrec.catalog import Interaction, Item
 from mixrec.config import ITEM_TYPES, MODALITIES, MixrecConfig
 from mixrec.embeddings import ItemEmbeddings
+from mixrec.errors import InputError, NotFoundError, ServerError, shown, shown_list
+from mixrec.events import negative_events
 from mixrec.ranking import ItemTable, parse_mix, rank
-from mixrec.storage.errors import DuplicateItemsError
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates, single_threaded_blas
+from services.checkpoints import CheckpointDir
 
 log = logging.getLogger("mixrec.engine")
-CHECKPOINT_VERSION = 1
 POOL_FACTOR = 5  # mixrec.ranking.rank's default pool_factor: MMR looks at k * 5 (at least 50) per type
-
-
-class BadRequest(ValueError):
-    """The caller's request is invalid (400)."""
-
-
-class NotFound(KeyError):
-    """An id the caller named does not exist (404)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else "not found"
 
 
 @dataclass
@@ -74,11 +61,27 @@ def load_trained_model(artifacts: str) -> HybridModel:
     return HybridModel.load(artifacts)
 
 
+class _UpdateRun:
+    """One background ``fit_partial``; whoever waits on it learns whether it failed."""
+
+    def __init__(self, target) -> None:
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(target,), name="mixrec-update", daemon=True)
+
+    def _run(self, target) -> None:
+        try:
+            target()
+        except BaseException as e:  # noqa: BLE001 - recorded for the waiter, logged once
+            self.error = e
+            log.exception("model update failed")
+
+
 class RecommenderEngine:
     def __init__(self, cfg: MixrecConfig, model: HybridModel, store: CatalogStore, media: MediaStore,
                  watermarks: dict[str, int] | None = None) -> None:
         self.cfg = cfg
         self.model = model
+        self.model.event_rules = cfg.events  # the serving config says what each event type means
         self.store = store
         self.media = media
         marks = watermarks or {}
@@ -88,30 +91,29 @@ class RecommenderEngine:
         self.pending_events = 0
         self.updates_done = 0
         self.last_update_seconds: float | None = None
+        self.sync_failures = 0
+        self._negative_events = negative_events(cfg.events)
         self._sync_lock = threading.Lock()
         self._update_lock = threading.Lock()
-        self._update_thread: threading.Thread | None = None
+        self._update: _UpdateRun | None = None
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._table: tuple[SnapshotMeta, ItemTable] | None = None
         self._snap_meta: SnapshotMeta | None = None
+        self.checkpoints = CheckpointDir(cfg.serving.state_dir)
         self.ann = AnnCandidates(cfg.serving.ann_threshold)
         single_threaded_blas()
 
     # ================================================================ lifecycle
     @classmethod
     def open(cls, cfg: MixrecConfig, start_background: bool = True) -> "RecommenderEngine":
-        state = Path(cfg.serving.state_dir)
-        ckpt = state / "model"
-        marks: dict[str, int] = {}
-        if (state / "watermarks.json").exists() and ckpt.exists():
-            model = HybridModel.load(ckpt)
-            marks = json.loads((state / "watermarks.json").read_text())
-            log.info("loaded checkpoint %s (watermarks %s)", ckpt, marks)
-        else:
-            model = load_trained_model(cfg.serving.artifacts)
-            log.info("loaded trained artifacts %s", cfg.serving.artifacts)
         store = CatalogStore(cfg.storage.url)
+        found = CheckpointDir(cfg.serving.state_dir).load(store.database_id, store.high_water_marks())
+        if found is not None:
+            model, marks = found
+        else:
+            model, marks = load_trained_model(cfg.serving.artifacts), {}
+            log.info("loaded trained artifacts %s", cfg.serving.artifacts)
         limits = cfg.limits
         media = MediaStore(cfg.storage.media_dir, {"image": limits.max_image_bytes, "audio": limits.max_audio_bytes,
                                                    "video": limits.max_video_bytes})
@@ -142,9 +144,13 @@ class RecommenderEngine:
 
     def close(self) -> None:
         self._stop.set()
-        if self._update_thread is not None:
-            self._update_thread.join(timeout=60)
-        self.checkpoint()
+        run = self._update
+        if run is not None:
+            run.thread.join(timeout=60)
+        try:
+            self.checkpoint()
+        except Exception:  # the database still holds every write: a restart replays it
+            log.exception("final checkpoint failed")
         self.store.close()
 
     def _poll_loop(self) -> None:
@@ -152,48 +158,77 @@ class RecommenderEngine:
             try:
                 self.sync()
             except Exception:  # keep serving; the next round retries
+                self.sync_failures += 1
                 log.exception("background sync failed")
 
     # ================================================================ database -> model
     def sync(self) -> dict[str, int]:
-        """Apply database rows this model has not seen yet (other replicas' writes, restarts)."""
+        """Apply database rows this model has not seen yet (other replicas' writes, restarts).
+
+        Reads the event log first, then the catalog and erasure logs: every event's item was
+        committed before the event, so the catalog read sees it. Applies catalog changes, then
+        events, then erasures (each followed by a replay of the user's surviving events, which
+        are all newer than the erasure).
+        """
         applied = {"items_added": 0, "items_removed": 0, "events": 0, "forgotten": 0}
         with self._sync_lock:
-            changes = self.store.catalog_changes(since_id=self.change_mark)
-            if changes:
-                known = set(self.model.item_index())
-                adds = [c.item_id for c in changes if c.op == "add"]
-                deletes = {c.item_id for c in changes if c.op == "delete"}
-                new_ids = [i for i in dict.fromkeys(adds) if i not in known and i not in deletes]
-                if new_ids:
-                    items = self.store.get_items(new_ids)
-                    vecs = self.store.get_vectors([it.item_id for it in items])
-                    items = [it for it in items if it.item_id in vecs]
-                    if items:
-                        self.model.add_items(items, self._embeddings(items, vecs))
-                        applied["items_added"] = len(items)
-                gone = [i for i in deletes if i in set(self.model.item_index())]
-                if gone:
-                    self.model.remove_items(gone)
-                    applied["items_removed"] = len(gone)
-                self.change_mark = max(c.id for c in changes)
-            for fid, user in self.store.forgotten_since(self.forget_mark):
-                if user in set(self.model.known_users()):
-                    self.model.forget_user(user)
-                    applied["forgotten"] += 1
-                self.forget_mark = fid
             events = self.store.interactions(since_id=self.event_mark)
+            changes = self.store.catalog_changes(since_id=self.change_mark)
+            erasures = self.store.forgotten_since(self.forget_mark)
+            if changes:
+                applied["items_removed"], applied["items_added"] = self._apply_changes(changes)
+                self.change_mark = max(c.id for c in changes)
             if events:
-                known = set(self.model.item_index())
-                batch = [e.to_interaction() for e in events if e.item_id in known and e.weight > 0]
-                if batch:
-                    self.model.add_interactions(batch)
-                applied["events"] = len(batch)
-                self.pending_events += len(batch)
+                applied["events"] = self._apply_events(events)
                 self.event_mark = max(e.id for e in events)
+            for fid, user in erasures:
+                applied["forgotten"] += self._apply_erasure(user)
+                self.forget_mark = fid
         if self.cfg.serving.update_every and self.pending_events >= self.cfg.serving.update_every:
             self.update_model(wait=False)
         return applied
+
+    def _apply_changes(self, changes) -> tuple[int, int]:
+        """The catalog log in commit order: the last change for an id wins."""
+        last: dict[str, str] = {}
+        for c in changes:
+            last[c.item_id] = c.op
+        index = self.model.item_index()
+        dead = [i for i, op in last.items() if op == "delete" and i in index]
+        fresh = {it.item_id: it for it in self.store.get_items([i for i, op in last.items() if op == "add"])}
+        # An add for an id the model still holds means it was deleted and re-added (here or on another
+        # replica): replace it unless the stored content is the same.
+        held = {it.item_id: it for it in self.model.items if it.item_id in fresh} if any(
+            i in index for i in fresh) else {}
+        stale = [i for i, it in held.items() if it != fresh[i]]
+        if dead or stale:
+            self.model.remove_items(dead + stale)
+        todo = [it for i, it in fresh.items() if i not in held or i in stale]
+        vecs = self.store.get_vectors([it.item_id for it in todo]) if todo else {}
+        todo = [it for it in todo if it.item_id in vecs]
+        if todo:
+            self.model.add_items(todo, self._embeddings(todo, vecs))
+        return len(dead) + len(stale), len(todo)
+
+    def _apply_events(self, events) -> int:
+        index = self.model.item_index()
+        batch = [e.to_interaction() for e in events if e.item_id in index]
+        if batch:
+            self.model.add_interactions(batch)  # the model weighs each by its event type's rule
+        self.pending_events += len(batch)
+        return len(batch)
+
+    def _apply_erasure(self, user: str) -> int:
+        try:
+            self.model.forget_user(user)
+        except UnknownUserError:
+            return 0
+        index = self.model.item_index()
+        again = [e.to_interaction() for e in self.store.interactions(user_id=user)
+                 if e.id <= self.event_mark and e.item_id in index]
+        if again:
+            self.model.add_interactions(again)
+        return 1
 
     def _embeddings(self, items: Sequence[Item], vecs: dict[str, dict[str, np.ndarray]]) -> ItemEmbeddings:
         dims = self.model.space.dims if hasattr(self.model.space, "dims") else {}
@@ -216,63 +251,64 @@ class RecommenderEngine:
         """Run ``fit_partial`` on what arrived since the last update, in a background thread.
 
         Requests keep being served from the previous model until the new one is published.
+        A caller that waits learns of a failure (``ServerError``); nobody is told "done" for a
+        run that failed.
         """
         with self._update_lock:
-            running = self._update_thread is not None and self._update_thread.is_alive()
+            running = self._update is not None and self._update.thread.is_alive()
             if not running:
-                self._update_thread = threading.Thread(target=self._run_update, args=(epochs,),
-                                                       name="mixrec-update", daemon=True)
-                self._update_thread.start()
-            thread = self._update_thread
+                self._update = _UpdateRun(lambda: self._run_update(epochs))
+                self._update.thread.start()
+            run = self._update
         if wait:
-            thread.join()
-        return {"started": not running, "running": thread.is_alive(), "updates_done": self.updates_done,
+            run.thread.join()
+            if run.error is not None:
+                raise ServerError(f"model update failed: {type(run.error).__name__}: {run.error}; the feedback "
+                                  "is safe in the database and the next update retries it")
+        return {"started": not running, "running": run.thread.is_alive(), "updates_done": self.updates_done,
                 "last_update_seconds": self.last_update_seconds}
 
     def _run_update(self, epochs: int | None) -> None:
         t0 = time.perf_counter()
-        try:
-            pending = self.pending_events
-            self.model.fit_partial(epochs=epochs or self.cfg.serving.update_epochs)
-            self.pending_events = max(0, self.pending_events - pending)
-            self.updates_done += 1
-            self.last_update_seconds = round(time.perf_counter() - t0, 3)
-            self.checkpoint()
-        except Exception:
-            log.exception("model update failed")
+        pending = self.pending_events
+        self.model.fit_partial(epochs=epochs or self.cfg.serving.update_epochs)
+        self.pending_events = max(0, self.pending_events - pending)
+        self.updates_done += 1
+        self.last_update_seconds = round(time.perf_counter() - t0, 3)
+        self.checkpoint()
 
     def checkpoint(self) -> None:
-        """Save model + watermarks atomically (write beside, then rename)."""
+        """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py)."""
         with self._sync_lock:
-            state = Path(self.cfg.serving.state_dir)
-            state.mkdir(parents=True, exist_ok=True)
-            tmp = state / "model.tmp"
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.model.save(tmp)
-            old = state / "model.old"
-            shutil.rmtree(old, ignore_errors=True)
-            if (state / "model").exists():
-                (state / "model").rename(old)
-            tmp.rename(state / "model")
-            shutil.rmtree(old, ignore_errors=True)
-            marks = {"version": CHECKPOINT_VERSION, "events": self.event_mark, "changes": self.change_mark,
-                     "forgotten": self.forget_mark}
-            (state / "watermarks.json.tmp").write_text(json.dumps(marks))
-            (state / "watermarks.json.tmp").replace(state / "watermarks.json")
+            marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark}
+            self.checkpoints.save(self.model, marks, self.store.database_id)
+
+    def _after_commit(self, what: str, checkpoint: bool = False) -> bool:
+        """Apply a committed write to the model. The write is durable whatever happens here: a failure
+        is logged and retried by the background sync, never answered as an error."""
+        try:
+            self.sync()
+            if checkpoint:
+                self.checkpoint()
+            return True
+        except Exception:
+            self.sync_failures += 1
+            log.exception("%s committed, but applying it to the model failed; the background sync retries", what)
+            return False
 
     # ================================================================ validation
     def _check_k(self, k: int) -> int:
         if not isinstance(k, int) or isinstance(k, bool):
-            raise BadRequest(f"k must be an integer, got {k!r}")
+            raise InputError(f"k must be an integer, got {shown(k)}")
         if k < 1 or k > self.cfg.serving.max_k:
-            raise BadRequest(f"k must be between 1 and {self.cfg.serving.max_k}, got {k}")
+            raise InputError(f"k must be between 1 and {self.cfg.serving.max_k}, got {shown(k, 40)}")
         return k
 
     def _check_many(self, what: str, n: int) -> None:
         if n == 0:
-            raise BadRequest(f"{what}: the list is empty")
+            raise InputError(f"{what}: the list is empty")
         if n > self.cfg.serving.max_request_items:
-            raise BadRequest(f"{what}: {n} entries exceed the limit of {self.cfg.serving.max_request_items} per call")
+            raise InputError(f"{what}: {n} entries exceed the limit of {self.cfg.serving.max_request_items} per call")
 
     def _meta(self, snap) -> SnapshotMeta:
         """Row-aligned item metadata for ``snap``; rebuilt only when its item ids change."""
@@ -297,12 +333,9 @@ class RecommenderEngine:
     # computed for the chosen rows only.
     def _plan(self, opts: Options) -> tuple[list[int], int]:
         """(type codes in play, candidates each needs); validates types and mix."""
-        try:
-            spec = parse_mix(opts.mix, opts.k, opts.types)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
+        spec = parse_mix(opts.mix, opts.k, opts.types)
         if not 0.0 <= opts.diversity <= 1.0:
-            raise BadRequest(f"diversity must be in [0, 1], got {opts.diversity!r}")
+            raise InputError(f"diversity must be in [0, 1], got {shown(opts.diversity)}")
         pool = opts.k if opts.diversity == 0 else max(opts.k * POOL_FACTOR, 50)
         return [ITEM_TYPES.index(t) for t in spec.types], pool
 
@@ -311,13 +344,19 @@ class RecommenderEngine:
         allowed[exclude_rows] = False
         return allowed
 
-    def _exclude_rows(self, snap, user_row: int | None, user_id: str | None, extra: Sequence[str]) -> np.ndarray:
+    def _exclude_rows(self, snap, user_row: int | None, user_id: str | None, extra: Sequence[str],
+                      exclude_seen: bool = True) -> np.ndarray:
+        """Rows never to return: ``extra``, the user's seen items (when asked) and always the items the
+        user gave negative feedback on (one database read either way)."""
         index = snap.item_index
         rows = [index[i] for i in extra if i in index]
         if user_id is not None:
-            rows += [index[i] for i in self.store.seen_items(user_id) if i in index]
+            stored = (self.store.seen_items(user_id) if exclude_seen
+                      else self.store.user_items(user_id, events=self._negative_events) if self._negative_events
+                      else set())
+            rows += [index[i] for i in stored if i in index]
         out = np.asarray(rows, np.int64)
-        if user_row is not None:
+        if user_row is not None and exclude_seen:
             out = np.concatenate([out, snap.seen[user_row].indices.astype(np.int64)])
         return out
 
@@ -339,11 +378,7 @@ class RecommenderEngine:
                     vectors[empty] = unit[empty][:, :vectors.shape[1]]
                 else:
                     vectors[empty] = 0.0
-        try:
-            r = rank(scores, table, opts.k, types=opts.types, mix=opts.mix, diversity=opts.diversity,
-                     vectors=vectors)
-        except ValueError as e:
-            raise BadRequest(str(e)) from None
+        r = rank(scores, table, opts.k, types=opts.types, mix=opts.mix, diversity=opts.diversity, vectors=vectors)
         return cand[r.indices], r.scores
 
     def _respond(self, meta: SnapshotMeta, rows: np.ndarray, scores: np.ndarray,
@@ -362,12 +397,11 @@ class RecommenderEngine:
         snap = self.model.snapshot
         u = snap.user_index.get(user_id)
         if u is None:
-            raise NotFound(f"unknown user {user_id!r}: no interactions yet — use recommend_by_query "
+            raise NotFoundError(f"unknown user {shown(user_id)}: no interactions yet — use recommend_by_query "
                            "or send feedback first")
         types, pool = self._plan(opts)
         meta = self._meta(snap)
-        exclude = self._exclude_rows(snap, u if exclude_seen else None, user_id if exclude_seen else None,
-                                     opts.exclude_item_ids)
+        exclude = self._exclude_rows(snap, u, user_id, opts.exclude_item_ids, exclude_seen)
         allowed = self._allowed(snap, meta, opts, exclude)
         user = snap.user_repr[u]
         cand = self._ann_candidates(snap, meta, user, allowed, types, pool, len(exclude), bool(opts.tags))
@@ -410,10 +444,7 @@ class RecommenderEngine:
         self._check_k(opts.k)
         liked = tuple(dict.fromkeys(liked_item_ids))
         query = self._query(vectors, liked)
-        try:
-            scored = self.model.score_query(query)  # one snapshot: its rows, scores and explanations agree
-        except UnknownItemError as e:
-            raise NotFound(str(e).strip("'\"")) from None
+        scored = self.model.score_query(query)  # one snapshot: its rows, scores and explanations agree
         snap, scores = scored.snapshot, scored.scores
         types, pool = self._plan(opts)
         meta = self._meta(snap)
@@ -428,14 +459,14 @@ class RecommenderEngine:
 
     def _query(self, vectors: dict[str, np.ndarray], liked: tuple[str, ...]) -> Query:
         if not vectors and not liked:
-            raise BadRequest("empty query: give text, an image, an audio clip and/or liked_item_ids")
+            raise InputError("empty query: give text, an image, an audio clip and/or liked_item_ids")
         for m, v in vectors.items():
             if not np.all(np.isfinite(v)):
-                raise BadRequest(f"the {m} input could not be encoded")
+                raise InputError(f"the {m} input could not be encoded")
         index = self.model.item_index()
         missing = [i for i in liked if i not in index]
         if missing:
-            raise NotFound(f"unknown liked item ids: {missing[:10]}")
+            raise NotFoundError(f"unknown liked item ids: {shown_list(missing)}")
         return Query(text_vec=vectors.get("text"), image_vec=vectors.get("image"), audio_vec=vectors.get("audio"),
                      liked_item_ids=liked)
 
@@ -446,7 +477,7 @@ class RecommenderEngine:
         try:
             recs = self.model.similar_items(item_id, k=k, types=types)
         except UnknownItemError:
-            raise NotFound(f"unknown item {item_id!r}") from None
+            raise NotFoundError(f"unknown item {shown(item_id)}") from None
         by_id = {it.item_id: it for it in self.model.items}
         return {"item_id": item_id, "items": [
             {"item_id": r.item_id, "type": r.type, "title": by_id[r.item_id].title, "score": round(r.score, 6),
@@ -456,46 +487,65 @@ class RecommenderEngine:
         try:
             dist = self.model.user_interests(user_id, top=top)
         except UnknownUserError:
-            raise NotFound(f"unknown user {user_id!r}") from None
+            raise NotFoundError(f"unknown user {shown(user_id)}") from None
         return {"user_id": user_id,
                 "interests": [{"cluster": c, "label": lbl, "probability": round(p, 4)} for c, lbl, p in dist]}
 
     # ================================================================ writes
+    # Each write commits to the database first (the database decides duplicates and unknown ids),
+    # then is applied to this model; once committed it is answered with success whatever happens next.
     def add_items(self, items: list[Item], vectors: dict[str, dict[str, np.ndarray]]) -> dict:
         """Store items (+ their native vectors) durably, then make them recommendable at once."""
         self._check_many("items", len(items))
-        index = self.model.item_index()
-        dup = sorted({it.item_id for it in items if it.item_id in index})
-        if dup:
-            raise DuplicateItemsError(dup)
+        self._check_vectors(vectors)
         # Items and their vectors commit together; raises DuplicateItemsError (409) naming the ids.
         self.store.add_items(items, vectors={it.item_id: vectors.get(it.item_id, {}) for it in items})
-        self.sync()
-        return {"added": [it.item_id for it in items], "catalog_size": len(self.model.items)}
+        applied = self._after_commit("add_items")
+        return {"added": [it.item_id for it in items], "catalog_size": len(self.model.items), "applied": applied}
+
+    def _check_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
+        """Refuse, before anything is committed, vectors this model cannot apply."""
+        dims = getattr(self.model.space, "dims", {}) or {}
+        for item_id, mods in vectors.items():
+            for m, v in mods.items():
+                want = dims.get(m)
+                if want is not None and np.asarray(v).size != want:
+                    raise ServerError(f"the {m} encoder returned {np.asarray(v).size}-d vectors but the model was "
+                                      f"trained on {want}-d ones (item {shown(item_id)}); nothing was stored — "
+                                      "the served encoders do not match the trained artifacts")
+                if not np.all(np.isfinite(v)):
+                    raise InputError(f"the {m} input of item {shown(item_id)} could not be encoded")
 
     def delete_items(self, item_ids: list[str]) -> dict:
         self._check_many("item_ids", len(item_ids))
         gone = self.store.delete_items(item_ids)
         missing = sorted(set(item_ids) - set(gone))
-        self.sync()
-        return {"deleted": gone, "not_found": missing, "catalog_size": len(self.model.items)}
+        applied = self._after_commit("delete_items")
+        return {"deleted": gone, "not_found": missing, "catalog_size": len(self.model.items), "applied": applied}
 
     def feedback(self, events: list[Interaction]) -> dict:
         """Acknowledge only after the database committed the events."""
         self._check_many("events", len(events))
+        unknown = sorted({e.event for e in events} - set(self.cfg.events))
+        if unknown:
+            raise InputError(f"unknown event type(s) {shown_list(unknown)}; configured event types: "
+                             f"{sorted(self.cfg.events)}")
         ids = self.store.record_feedback(events)
-        self.sync()
-        return {"accepted": len(ids), "event_ids": ids, "pending_for_update": self.pending_events}
+        applied = self._after_commit("feedback")
+        return {"accepted": len(ids), "event_ids": ids, "pending_for_update": self.pending_events,
+                "applied": applied}
 
     def forget_user(self, user_id: str) -> dict:
+        known = user_id in self.model.snapshot.user_index
+        if not known and not self.store.user_exists(user_id):
+            raise NotFoundError(f"unknown user {shown(user_id)}")
+        # One transaction: the interactions go and the erasure log (what other replicas and restarts
+        # from the trained artifacts read) records it, or neither happens.
         removed = self.store.forget_user(user_id)
-        known = user_id in set(self.model.known_users())
-        if not known and removed["interactions"] == 0 and removed["users"] == 0:
-            raise NotFound(f"unknown user {user_id!r}")
-        self.store.log_forgotten(user_id)
-        self.sync()
-        self.checkpoint()  # the trained artifacts still hold the user: persist the erasure now
-        return {"user_id": user_id, "removed_interactions": removed["interactions"], "model_forgot": known}
+        # The trained artifacts still hold the user: persist the erasure in a checkpoint now.
+        applied = self._after_commit("forget_user", checkpoint=True)
+        return {"user_id": user_id, "removed_interactions": removed["interactions"], "model_forgot": known,
+                "applied": applied}
 
     # ================================================================ info
     def info(self) -> dict:
@@ -506,5 +556,6 @@ class RecommenderEngine:
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "pending_events": self.pending_events, "updates_done": self.updates_done,
                       "last_update_seconds": self.last_update_seconds},
-            "watermarks": {"events": self.event_mark, "changes": self.change_mark},
+            "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark},
+            "sync_failures": self.sync_failures,
         }

@@ -10,7 +10,8 @@ import pytest
 from mixrec.catalog import Interaction, Item, read_interactions, read_items
 from mixrec.config import REPO_ROOT, load_config
 from mixrec.storage.errors import DuplicateItemsError
-from services.engine import BadRequest, NotFound, Options, RecommenderEngine
+from mixrec.errors import InputError, NotFoundError
+from services.engine import Options, RecommenderEngine
 
 
 def _cfg(tiny_demo, tmp_path, **serving):
@@ -87,23 +88,23 @@ def test_mix_quotas_filters_and_exclusions(engine, demo_data):
 def test_bad_requests_name_the_problem(engine, demo_data):
     _, inter = demo_data
     user = _busiest_user(inter)
-    with pytest.raises(BadRequest, match="k must be between"):
+    with pytest.raises(InputError, match="k must be between"):
         engine.recommend(user, Options(k=0))
-    with pytest.raises(BadRequest, match="k must be between"):
+    with pytest.raises(InputError, match="k must be between"):
         engine.recommend(user, Options(k=10**6))
-    with pytest.raises(NotFound, match="unknown user"):
+    with pytest.raises(NotFoundError, match="unknown user"):
         engine.recommend("no-such-user", Options(k=3))
-    with pytest.raises(BadRequest, match="unknown"):
+    with pytest.raises(InputError, match="unknown"):
         engine.recommend(user, Options(k=3, mix={"podcast": 3}))
-    with pytest.raises(BadRequest, match="add up"):
+    with pytest.raises(InputError, match="add up"):
         engine.recommend(user, Options(k=4, mix={"product": 1, "audio": 1}))
-    with pytest.raises(BadRequest, match="empty query"):
+    with pytest.raises(InputError, match="empty query"):
         engine.recommend_by_query({}, [], Options(k=3))
-    with pytest.raises(NotFound, match="unknown liked item"):
+    with pytest.raises(NotFoundError, match="unknown liked item"):
         engine.recommend_by_query({}, ["nope"], Options(k=3))
-    with pytest.raises(NotFound, match="unknown item"):
+    with pytest.raises(NotFoundError, match="unknown item"):
         engine.similar_items("nope", 3)
-    with pytest.raises(BadRequest, match="empty"):
+    with pytest.raises(InputError, match="empty"):
         engine.feedback([])
     # the engine still answers normally afterwards
     assert len(engine.recommend(user, Options(k=3))["items"]) == 3
@@ -187,14 +188,14 @@ def test_forget_user_survives_restart(tiny_demo, tmp_path, demo_data):
     eng = RecommenderEngine.open(cfg, start_background=False)
     out = eng.forget_user(user)
     assert out["model_forgot"] is True
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFoundError):
         eng.recommend(user, Options(k=3))
     eng.close()
     again = RecommenderEngine.open(cfg, start_background=False)
     try:
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             again.recommend(user, Options(k=3))
-        with pytest.raises(NotFound):
+        with pytest.raises(NotFoundError):
             again.forget_user(user)
     finally:
         again.close()

@@ -165,3 +165,10 @@ def test_from_items_and_empty_results():
     assert table.row("x") == 0 and table.row("y") is None
     r = rank(np.array([1.0]), table, 5, tags=["b"])
     assert len(r) == 0 and r.indices.dtype == np.int64
+
+
+def test_a_count_too_large_for_a_float_is_an_input_error_not_an_overflow():
+    from mixrec.errors import InputError
+
+    with pytest.raises(InputError, match="<= k=3"):
+        parse_mix({"product": 10 ** 400}, 3)  # OverflowError (a 500) before

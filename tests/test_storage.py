@@ -135,10 +135,11 @@ def test_forget_user_removes_only_that_user(store):
     store.upsert_user("u1", {"lang": "en"})
     store.record_feedback([Interaction("u1", "it0"), Interaction("u1", "it1"), Interaction("u2", "it0")])
     assert store.user_profile("u1") == {"lang": "en"}
-    assert store.forget_user("u1") == {"interactions": 2, "users": 1}
+    removed = store.forget_user("u1")
+    assert removed == {"interactions": 2, "users": 1, "erasure_id": removed["erasure_id"]}
     assert not store.user_exists("u1") and store.seen_items("u1") == set() and store.user_profile("u1") is None
     assert [e.user_id for e in store.interactions()] == ["u2"]
-    assert store.forget_user("u1") == {"interactions": 0, "users": 0}
+    assert store.forget_user("u1", log_always=False) == {"interactions": 0, "users": 0, "erasure_id": None}
 
 
 def test_item_vectors_commit_with_their_items_and_erasure_log(store):

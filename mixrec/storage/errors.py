@@ -10,6 +10,10 @@ class StorageError(MixrecError):
     """Base class for errors raised by ``mixrec.storage``."""
 
 
+class SchemaError(StorageError):
+    """The database's schema is not one this code can use as asked (a server-side problem: 500)."""
+
+
 class DuplicateItemsError(StorageError, ConflictError):
     """``add_items`` was given ids that are already in the catalog (or repeated in the call)."""
 

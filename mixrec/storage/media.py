@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mixrec.errors import shown
 from mixrec.storage.errors import MediaError, MediaTooLargeError, UnsupportedMediaError
 
 MEDIA_KINDS = ("image", "audio", "video")
@@ -79,13 +80,13 @@ class MediaStore:
         limits = {k: max_bytes for k in MEDIA_KINDS} if isinstance(max_bytes, int) else dict(max_bytes)
         unknown = set(limits) - set(MEDIA_KINDS)
         if unknown or any(v <= 0 for v in limits.values()):
-            raise ValueError(f"max_bytes must map {MEDIA_KINDS} to positive sizes, got {dict(limits)}")
+            raise ValueError(f"max_bytes must map {MEDIA_KINDS} to positive sizes, got {shown(dict(limits), 200)}")
         self.limits = limits
 
     def save(self, data: bytes, expected_kind: str | None = None) -> StoredMedia:
         """Store ``data`` and return where it lives; raises a ``MediaError`` subclass when refused."""
         if expected_kind is not None and expected_kind not in MEDIA_KINDS:
-            raise ValueError(f"unknown media kind {expected_kind!r}; expected one of {MEDIA_KINDS}")
+            raise ValueError(f"unknown media kind {shown(expected_kind)}; expected one of {MEDIA_KINDS}")
         ceiling = self.limits.get(expected_kind, 0) if expected_kind else max(self.limits.values(), default=0)
         if len(data) > ceiling:  # refuse before looking inside
             raise MediaTooLargeError(len(data), ceiling, expected_kind or "media")
@@ -119,10 +120,10 @@ class MediaStore:
         """The file for a stored name; refuses anything that is not a name this store hands out."""
         m = _NAME.match(name or "")
         if m is None or m.group(1) != m.group(2)[:2]:
-            raise MediaError(f"invalid media name {name!r}")
+            raise MediaError(f"invalid media name {shown(name)}")
         path = self.root / name
         if not path.is_file():
-            raise FileNotFoundError(f"no stored media named {name!r}")
+            raise FileNotFoundError(f"no stored media named {shown(name)}")
         return path
 
     def read(self, name: str) -> bytes:

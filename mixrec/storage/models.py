@@ -3,6 +3,13 @@
 Deleting an item is a soft delete (``deleted_at``): its past interactions stay
 valid training history and other replicas learn about the deletion through
 ``catalog_changes``, an append-only log of adds and deletes they poll.
+
+The three id-ordered logs (``interactions``, ``catalog_changes``, ``forgotten_users``) are
+polled with ``id > watermark``, so their ids must never be handed out twice, not even
+after the newest rows were deleted: on SQLite they are ``INTEGER PRIMARY KEY
+AUTOINCREMENT`` (``sqlite_autoincrement``; plain ``INTEGER PRIMARY KEY`` reuses the
+largest id once its row is gone), on PostgreSQL ``BIGSERIAL`` (a sequence, never reused).
+``mixrec_meta`` records the schema version and the database's identity.
 """
 
 from __future__ import annotations
@@ -15,8 +22,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 ID_LEN = 200  # matches mixrec.catalog.Item.item_id's max_length
 
-# SQLite only auto-assigns INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets a 64-bit identity.
+# SQLite only auto-assigns INTEGER PRIMARY KEY (the rowid alias); PostgreSQL gets a 64-bit serial.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
+# Table option for the id-ordered logs: AUTOINCREMENT on SQLite, so ids are never reused.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+# The tables whose ids are watermarks, by the name ``CatalogStore.high_water_marks`` gives them.
+ID_LOGS = {"events": "interactions", "changes": "catalog_changes", "forgotten": "forgotten_users"}
 
 
 def utcnow() -> datetime:
@@ -56,6 +67,7 @@ class CatalogChangeRow(Base):
     """One add or delete; ``id`` grows in commit order so replicas can poll ``id > last_seen``."""
 
     __tablename__ = "catalog_changes"
+    __table_args__ = dict(NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     item_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
@@ -73,7 +85,7 @@ class UserRow(Base):
 
 class InteractionRow(Base):
     __tablename__ = "interactions"
-    __table_args__ = (Index("ix_interactions_user_item", "user_id", "item_id"),)
+    __table_args__ = (Index("ix_interactions_user_item", "user_id", "item_id"), dict(NEVER_REUSE_IDS))
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
@@ -99,7 +111,17 @@ class ForgottenUserRow(Base):
     """Erasure log: every replica (and a restart from the trained artifacts) drops these users."""
 
     __tablename__ = "forgotten_users"
+    __table_args__ = dict(NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     user_id: Mapped[str] = mapped_column(String(ID_LEN), index=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MetaRow(Base):
+    """Key/value facts about the database itself: ``schema_version``, ``database_id``."""
+
+    __tablename__ = "mixrec_meta"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)

@@ -11,11 +11,25 @@ loss. (``NORMAL`` with WAL would survive kill -9 only — the commit then sits i
 OS page cache — and could lose the last acknowledged events on power loss, which an
 "acknowledged only once durable" API must not do.) PostgreSQL's default
 ``synchronous_commit=on`` gives the same guarantee.
+
+Watermarks: ``interactions``, ``catalog_changes`` and ``forgotten_users`` are polled with
+``id > last_seen``. Their ids are issued in commit order (writers of a log hold its PostgreSQL
+advisory lock; SQLite has one writer at a time) and never reused, even after deletes
+(AUTOINCREMENT on SQLite, a sequence on PostgreSQL). ``database_id`` and
+``high_water_marks()`` let a reader check that a saved watermark belongs to this database
+and is not beyond what it ever issued.
+
+Schema versions live in ``mixrec_meta``; ``create_schema`` (run on open) migrates older
+databases in one transaction. Version 1 (no ``mixrec_meta``) had plain ``INTEGER PRIMARY
+KEY`` logs on SQLite, which reuse the ids of deleted newest rows; version 2 rebuilds them
+with AUTOINCREMENT.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,15 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text, update
+from sqlalchemy import (Connection, Engine, MetaData, Table, create_engine, delete, event, func, inspect, select,
+                        text, update)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
+from sqlalchemy.schema import CreateTable
 
 from mixrec.catalog import Interaction, Item
-from mixrec.storage.errors import DuplicateItemsError, UnknownItemsError
+from mixrec.errors import InputError, shown
+from mixrec.storage.errors import DuplicateItemsError, SchemaError, UnknownItemsError
 from mixrec.storage.models import (
+    ID_LEN,
+    ID_LOGS,
     Base,
     CatalogChangeRow,
     ForgottenUserRow,
@@ -40,15 +59,24 @@ from mixrec.storage.models import (
     ItemRow,
     ItemTagRow,
     ItemVectorRow,
+    MetaRow,
     UserRow,
     utcnow,
 )
+
+log = logging.getLogger("mixrec.storage")
 
 _IN_CHUNK = 500  # ids per IN (...) clause, well under SQLite's and PostgreSQL's bound-parameter limits
 _MAX_EVENT_LEN = 32
 # PostgreSQL advisory-lock keys. Writers of an id-ordered log take its lock for the transaction,
 # so ids become visible in commit order and a poller reading "id > last_seen" never skips one.
+# A transaction that needs several takes them in ascending key order (no lock-order deadlocks).
 _LOCK_SCHEMA, _LOCK_CATALOG, _LOCK_INTERACTIONS = 0x6D69_7872_0001, 0x6D69_7872_0002, 0x6D69_7872_0003
+_LOCK_FORGOTTEN = 0x6D69_7872_0004
+
+# 1: no mixrec_meta; SQLite logs were INTEGER PRIMARY KEY (ids of deleted newest rows reused).
+# 2: mixrec_meta (schema_version, database_id); the id-ordered logs never reuse ids.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -92,13 +120,50 @@ def _fill_row(row: ItemRow, item: Item) -> None:
 
 
 def _check_event(ev: Interaction) -> None:
+    """Refuse an event the database would store badly (or, on one backend only, refuse with a 500)."""
     if not ev.user_id or not ev.item_id:
-        raise ValueError("feedback needs a user_id and an item_id")
+        raise InputError("feedback needs a user_id and an item_id")
+    if len(ev.user_id) > ID_LEN or len(ev.item_id) > ID_LEN:
+        raise InputError(f"feedback user_id and item_id must be at most {ID_LEN} characters "
+                         f"(got user_id={shown(ev.user_id)}, item_id={shown(ev.item_id)})")
     if not ev.event or len(ev.event) > _MAX_EVENT_LEN:
-        raise ValueError(f"feedback event must be 1..{_MAX_EVENT_LEN} characters, got {ev.event!r}")
+        raise InputError(f"feedback event must be 1..{_MAX_EVENT_LEN} characters, got {shown(ev.event)}")
     if not math.isfinite(ev.weight) or not math.isfinite(ev.timestamp):
-        raise ValueError(f"feedback weight and timestamp must be finite numbers "
-                         f"(got weight={ev.weight!r}, timestamp={ev.timestamp!r})")
+        raise InputError(f"feedback weight and timestamp must be finite numbers "
+                         f"(got weight={shown(ev.weight)}, timestamp={shown(ev.timestamp)})")
+
+
+def _sqlite_rebuild_log(conn: Connection, table: Table) -> int:
+    """Rebuild one id-ordered log table with AUTOINCREMENT, keeping its rows and ids; returns max(id).
+
+    SQLite cannot ALTER a column, so (inside the caller's transaction): create the new table under a
+    temporary name, copy the rows, drop the old table (and with it its indexes), rename the new one,
+    recreate the indexes and seed ``sqlite_sequence`` so the next id follows the largest one kept.
+    """
+    tmp_name = f"_mixrec_new_{table.name}"
+    md = MetaData()
+    for t in Base.metadata.sorted_tables:  # the other tables too, so foreign keys resolve when compiled
+        if t.name != table.name:
+            t.to_metadata(md)
+    new = table.to_metadata(md, name=tmp_name)
+    conn.execute(CreateTable(new))  # the table only; its indexes are created after the rename
+    old_cols = {row[1] for row in conn.exec_driver_sql(f'PRAGMA table_info("{table.name}")')}
+    cols = ", ".join(f'"{c.name}"' for c in table.columns if c.name in old_cols)
+    conn.exec_driver_sql(f'INSERT INTO "{tmp_name}" ({cols}) SELECT {cols} FROM "{table.name}" ORDER BY id')
+    top = int(conn.exec_driver_sql(f'SELECT coalesce(max(id), 0) FROM "{tmp_name}"').scalar())
+    conn.exec_driver_sql(f'DROP TABLE "{table.name}"')
+    conn.exec_driver_sql(f'ALTER TABLE "{tmp_name}" RENAME TO "{table.name}"')
+    for index in table.indexes:
+        index.create(conn)
+    conn.exec_driver_sql("DELETE FROM sqlite_sequence WHERE name IN (?, ?)", (table.name, tmp_name))
+    conn.exec_driver_sql("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, top))
+    return top
+
+
+def _sqlite_reuses_ids(conn: Connection, table: str) -> bool:
+    """Whether an existing SQLite table lacks AUTOINCREMENT (False when the table does not exist)."""
+    sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
+    return sql is not None and "AUTOINCREMENT" not in sql.upper()
 
 
 def _sqlite_engine(url, memory: bool) -> Engine:
@@ -147,17 +212,112 @@ class CatalogStore:
         self._read = sessionmaker(bind=self._engine, expire_on_commit=False)
         self._write = sessionmaker(bind=self._engine.execution_options(mixrec_write=True), expire_on_commit=False)
         self.url = parsed.render_as_string(hide_password=True)
+        self._database_id: str | None = None
         if create:
             self.create_schema()
 
     # ------------------------------------------------------------------ lifecycle
 
+    @staticmethod
+    def _read_meta(conn: Connection) -> dict[str, str] | None:
+        """The ``mixrec_meta`` facts, or ``None`` when the table does not exist (a version-1 or empty database)."""
+        if not inspect(conn).has_table(MetaRow.__tablename__):
+            return None
+        return {k: v for k, v in conn.execute(select(MetaRow.key, MetaRow.value))}
+
+    def _note_meta(self, meta: dict[str, str]) -> bool:
+        """Remember the database id; True when the schema needs nothing from this code."""
+        self._database_id = meta.get("database_id") or None
+        try:
+            version = int(meta.get("schema_version", "0"))
+        except ValueError:
+            version = 0
+        if version > SCHEMA_VERSION:
+            log.warning("database %s has schema version %d, newer than this code's %d; leaving it as it is",
+                        self.url, version, SCHEMA_VERSION)
+        return version >= SCHEMA_VERSION and self._database_id is not None
+
     def create_schema(self) -> None:
-        """Create missing tables (idempotent; replicas starting together on PostgreSQL take turns)."""
-        with self._engine.begin() as conn:
+        """Create missing tables and migrate an older schema (idempotent, cheap when current).
+
+        Replicas starting together take turns: PostgreSQL under an advisory lock, SQLite under its
+        write lock; each re-reads the schema version once it holds the lock.
+        """
+        with self._engine.connect() as conn:  # fast path: a current schema is one small read
+            meta = self._read_meta(conn)
+        if meta is not None and self._note_meta(meta):
+            return
+        with self._engine.execution_options(mixrec_write=True).begin() as conn:
             if self.backend == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_SCHEMA})
+            meta = self._read_meta(conn)
+            if meta is not None and self._note_meta(meta):
+                return
+            existing = set(inspect(conn).get_table_names())
+            legacy = meta is None and bool(existing & set(Base.metadata.tables))
+            if self.backend == "sqlite":
+                for table in ID_LOGS.values():
+                    if _sqlite_reuses_ids(conn, table):
+                        top = _sqlite_rebuild_log(conn, Base.metadata.tables[table])
+                        log.info("storage migration: rebuilt SQLite table %s with AUTOINCREMENT "
+                                 "(ids are no longer reused; next id after %d)", table, top)
             Base.metadata.create_all(conn)
+            meta = meta or {}
+            old_version = meta.get("schema_version")
+            database_id = meta.get("database_id") or str(uuid.uuid4())
+            for key, value in (("schema_version", str(SCHEMA_VERSION)), ("database_id", database_id)):
+                if meta.get(key) != value:
+                    conn.execute(delete(MetaRow).where(MetaRow.key == key))
+                    conn.execute(MetaRow.__table__.insert().values(key=key, value=value))
+            self._database_id = database_id
+            if legacy or (old_version is not None and old_version != str(SCHEMA_VERSION)):
+                log.info("storage migration: %s schema version %s -> %d (database id %s)", self.url,
+                         old_version or "1", SCHEMA_VERSION, database_id)
+
+    @property
+    def database_id(self) -> str:
+        """A random UUID chosen when the schema was created: the same for every store on this database.
+
+        A watermark saved against one database means nothing against another; compare this first.
+        """
+        if self._database_id is None:
+            with self._engine.connect() as conn:
+                meta = self._read_meta(conn)
+            if meta is not None:
+                self._note_meta(meta)
+            if self._database_id is None:
+                raise SchemaError(f"database {self.url} has no mixrec_meta database_id: "
+                                  "open it once with create=True to migrate its schema")
+        return self._database_id
+
+    def high_water_marks(self) -> dict[str, int]:
+        """The largest id each id-ordered log ever issued: ``{"events", "changes", "forgotten"}`` (0: none yet).
+
+        Counts ids whose rows were deleted since (and, on PostgreSQL, ids taken by transactions that
+        rolled back), so a watermark above this never came from this database.
+        """
+        marks = {key: 0 for key in ID_LOGS}
+        with self._engine.connect() as conn:
+            if self.backend == "sqlite":
+                has_seq = conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'").scalar()
+                seqs = dict(conn.exec_driver_sql("SELECT name, max(seq) FROM sqlite_sequence GROUP BY name").all()
+                            if has_seq else [])
+                for key, table in ID_LOGS.items():
+                    marks[key] = int(seqs.get(table) or 0)
+            elif self.backend == "postgresql":
+                for key, table in ID_LOGS.items():
+                    seq = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": table}).scalar()
+                    if seq is None:
+                        continue
+                    # pg_get_serial_sequence returns a quoted, schema-qualified name. A sequence never used
+                    # (or reset with setval(..., false)) reads last_value = the next id, is_called = false.
+                    last, called = conn.exec_driver_sql(f"SELECT last_value, is_called FROM {seq}").one()
+                    marks[key] = int(last) if called else int(last) - 1
+            for key, table in ID_LOGS.items():  # explicit ids inserted past the counter still count
+                top = conn.execute(select(func.max(Base.metadata.tables[table].c.id))).scalar()
+                marks[key] = max(marks[key], int(top or 0))
+        return marks
 
     def close(self) -> None:
         self._engine.dispose()
@@ -169,10 +329,11 @@ class CatalogStore:
         self.close()
 
     @contextmanager
-    def _writing(self, lock: int | None = None) -> Iterator[Session]:
+    def _writing(self, *locks: int) -> Iterator[Session]:
         with self._write() as session, session.begin():
-            if lock is not None and self.backend == "postgresql":
-                session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
+            if self.backend == "postgresql":
+                for lock in sorted(locks):
+                    session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": lock})
             yield session
 
     @staticmethod
@@ -263,7 +424,7 @@ class CatalogStore:
                    limit: int = 100, offset: int = 0, include_deleted: bool = False) -> list[Item]:
         """Items in insertion order; ``types`` / ``tags`` keep items matching any of the values given."""
         if limit < 0 or offset < 0:
-            raise ValueError(f"limit and offset must be >= 0 (got limit={limit}, offset={offset})")
+            raise InputError(f"limit and offset must be >= 0 (got limit={shown(limit)}, offset={shown(offset)})")
         q = self._item_query(types, tags, include_deleted).order_by(ItemRow.created_at, ItemRow.id)
         with self._read() as s:
             return [_item_from_row(r) for r in s.scalars(q.limit(limit).offset(offset))]
@@ -317,12 +478,24 @@ class CatalogStore:
         with self._read() as s:
             return s.scalar(select(UserRow.id).where(UserRow.id == user_id)) is not None
 
-    def forget_user(self, user_id: str) -> dict[str, int]:
-        """Remove the user and every interaction of theirs; returns how many rows went."""
-        with self._writing(_LOCK_INTERACTIONS) as s:
-            n_events = s.execute(delete(InteractionRow).where(InteractionRow.user_id == user_id)).rowcount
-            n_users = s.execute(delete(UserRow).where(UserRow.id == user_id)).rowcount
-        return {"interactions": int(n_events or 0), "users": int(n_users or 0)}
+    def forget_user(self, user_id: str, *, log_always: bool = True) -> dict[str, int | None]:
+        """Remove the user and every interaction of theirs and append them to the erasure log, in one transaction.
+
+        Returns ``{"interactions": n, "users": n, "erasure_id": id}``. The erasure-log row is appended
+        when rows were removed or when ``log_always`` (the default: the trained model may know a user
+        the database has no rows for); ``erasure_id`` is ``None`` when nothing was logged. Either all of
+        it commits or none does, so no replica can miss an erasure that happened.
+        """
+        with self._writing(_LOCK_INTERACTIONS, _LOCK_FORGOTTEN) as s:
+            n_events = int(s.execute(delete(InteractionRow).where(InteractionRow.user_id == user_id)).rowcount or 0)
+            n_users = int(s.execute(delete(UserRow).where(UserRow.id == user_id)).rowcount or 0)
+            erasure_id = None
+            if log_always or n_events or n_users:
+                row = ForgottenUserRow(user_id=user_id)
+                s.add(row)
+                s.flush()
+                erasure_id = int(row.id)
+        return {"interactions": n_events, "users": n_users, "erasure_id": erasure_id}
 
     # ------------------------------------------------------------------ feedback
 
@@ -364,10 +537,24 @@ class CatalogStore:
             return [StoredInteraction(r.id, r.user_id, r.item_id, r.event, r.weight, r.timestamp)
                     for r in s.scalars(q)]
 
-    def seen_items(self, user_id: str) -> set[str]:
+    def user_items(self, user_id: str, events: Sequence[str] | None = None) -> set[str]:
+        """Ids of the items ``user_id`` has interactions with; only those with these event names if given.
+
+        ``events=None``: any event; an empty ``events``: none (an empty set).
+        """
+        if isinstance(events, str):
+            events = [events]
+        q = select(InteractionRow.item_id).where(InteractionRow.user_id == user_id).distinct()
         with self._read() as s:
-            return set(s.scalars(select(InteractionRow.item_id).where(InteractionRow.user_id == user_id)
-                                 .distinct()))
+            if events is None:
+                return set(s.scalars(q))
+            found: set[str] = set()
+            for chunk in _chunks(list(dict.fromkeys(events))):
+                found.update(s.scalars(q.where(InteractionRow.event.in_(chunk))))
+            return found
+
+    def seen_items(self, user_id: str) -> set[str]:
+        return self.user_items(user_id)
 
     # ------------------------------------------------------------------ item vectors
 
@@ -391,8 +578,11 @@ class CatalogStore:
     # ------------------------------------------------------------------ erasure log
 
     def log_forgotten(self, user_id: str) -> int:
-        """Append ``user_id`` to the erasure log; returns the log entry's id."""
-        with self._writing() as s:
+        """Append ``user_id`` to the erasure log; returns the log entry's id.
+
+        Kept for compatibility: ``forget_user`` now logs in the same transaction as the erasure.
+        """
+        with self._writing(_LOCK_FORGOTTEN) as s:
             row = ForgottenUserRow(user_id=user_id)
             s.add(row)
             s.flush()
