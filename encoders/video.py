@@ -47,7 +47,7 @@ class VideoEncoder:
         try:
             audio = read_video_audio(item, self.limits, self.max_seconds)
         except InvalidMediaError as e:
-            raise InvalidMediaError(f"audio track: {e.reason}", modality="video") from None
+            raise type(e)(f"audio track: {e.reason}", modality="video") from None  # keeps its 400/413/415
         return frames, audio
 
     def encode(self, batch: Sequence[Any]) -> VideoEmbeddings:
