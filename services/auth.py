@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import json
+
+from mixrec.errors import error_body
 
 # Probes and scrapers must work without the key.
 OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
@@ -24,7 +25,8 @@ class ApiKeyMiddleware:
         given = dict(scope.get("headers") or []).get(b"authorization", b"")
         if hmac.compare_digest(given, self._expected):
             return await self.app(scope, receive, send)
-        body = json.dumps({"error": "missing or wrong API key: send 'Authorization: Bearer <key>'"}).encode()
+        body = error_body(401, "missing or wrong API key: send 'Authorization: Bearer <key>'")
         await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
         await send({"type": "http.response.body", "body": body})

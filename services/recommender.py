@@ -13,8 +13,8 @@ import binascii
 import functools
 import io
 import logging
+import os
 import time
-from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -23,11 +23,10 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
+from mixrec.errors import InputError, shown_list
 from services.audio_encoder import AudioEncoder
-from services.auth import ApiKeyMiddleware
 from services.encoder_runtime import b64encode
 from services.image_encoder import ImageEncoder
-from services.request_guard import RequestGuardMiddleware, harden_multipart_serde
 from services.schemas import ID_PATTERN, EventIn, ItemIn, ItemType
 from services.settings import CONFIG
 from services.text_encoder import TextEncoder
@@ -35,28 +34,31 @@ from services.text_encoder import TextEncoder
 log = logging.getLogger("mixrec.recommender")
 MixParam = Union[dict[str, Union[int, float]], Literal["interleave", "score"], None]
 ItemId = Annotated[str, Field(pattern=ID_PATTERN)]
+# Lists a caller sends are bounded, and each entry too: nothing in a request is unbounded.
+ItemIds = Annotated[list[ItemId], Field(max_length=1000)]
+Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=64)]
 
 
-def _http_error(e: Exception) -> BentoMLException:
-    """Map library errors to HTTP statuses; anything unmapped stays a 500 (a bug, not bad input)."""
-    from encoders.errors import InvalidMediaError
-    from fusion.hybrid import UnknownItemError, UnknownUserError
-    from mixrec.storage.errors import (DuplicateItemsError, MediaTooLargeError, UnknownItemsError,
-                                       UnsupportedMediaError)
-    from services.engine import BadRequest, NotFound
+def _error_response(endpoint: str, e: BaseException):
+    """The one error answer: a typed ``MixrecError`` gets its own status; anything else is a bug (500).
 
-    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
-    if isinstance(e, MediaTooLargeError):
-        return BentoMLException(msg, error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
-    if isinstance(e, UnsupportedMediaError):
-        return BentoMLException(msg, error_code=HTTPStatus.UNSUPPORTED_MEDIA_TYPE)
-    if isinstance(e, DuplicateItemsError):
-        return BentoMLException(msg, error_code=HTTPStatus.CONFLICT)
-    if isinstance(e, (NotFound, UnknownItemsError, UnknownItemError, UnknownUserError)):
-        return BentoMLException(msg, error_code=HTTPStatus.NOT_FOUND)
-    if isinstance(e, (InvalidMediaError, BadRequest, ValueError)):
-        return BentoMLException(msg, error_code=HTTPStatus.BAD_REQUEST)
-    raise e
+    Client errors are logged at INFO without a traceback; server errors at ERROR with one traceback.
+    """
+    from starlette.responses import JSONResponse
+
+    from mixrec.errors import MixrecError, error_payload
+
+    if isinstance(e, MixrecError):
+        status, message, code = e.status, str(e), e.code
+    elif isinstance(e, BentoMLException):  # BentoML's own typed errors (e.g. BadInput while parsing)
+        status, message, code = int(e.error_code), str(e), None
+    else:
+        status, message, code = 500, "unexpected server error; it was logged with its traceback", None
+    if status >= 500:
+        log.error("%s answered %d: %s", endpoint, status, message, exc_info=e)
+    else:
+        log.info("%s answered %d: %s", endpoint, status, message)
+    return JSONResponse(error_payload(status, message, code), status_code=status)
 
 
 def api_errors(fn):
@@ -64,10 +66,8 @@ def api_errors(fn):
     async def wrapper(*args, **kwargs):
         try:
             return await fn(*args, **kwargs)
-        except BentoMLException:
-            raise
-        except Exception as e:  # noqa: BLE001 - mapped or re-raised
-            raise _http_error(e) from None
+        except Exception as e:  # noqa: BLE001 - every failure becomes one answer in the one shape
+            return _error_response(fn.__name__, e)
     return wrapper
 
 
@@ -82,7 +82,7 @@ def _b64(data: str, what: str) -> bytes:
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f"{what} is not valid base64") from None
+        raise InputError(f"{what} is not valid base64") from None
 
 
 def _read_upload(path: Path, limit: int, what: str) -> bytes:
@@ -114,24 +114,38 @@ ENCODER_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 async def _call_encoder(method, payload, what: str):
-    """``await method(payload)``, retried on overload and connection errors; then a 503 naming the encoder."""
-    import aiohttp
+    """``await method(payload)``, retried on overload and connection errors; else a 503 naming the encoder.
+
+    BentoML's dependency client is httpx: a refused or dropped connection is retried (encoding is
+    idempotent); a read timeout is not (the encoder is busy with it) and becomes a 503 at once.
+    """
+    import httpx
     from bentoml.exceptions import ServiceUnavailable
+
+    from mixrec.errors import UnavailableError
 
     for delay in (*ENCODER_RETRY_DELAYS_S, None):
         try:
             return await method(payload)
-        except (ServiceUnavailable, aiohttp.ClientConnectionError) as e:  # encoding is idempotent: safe to retry
+        except (ServiceUnavailable, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
+                httpx.RemoteProtocolError) as e:
             if delay is None:
-                raise ServiceUnavailable(f"the {what} encoder is unavailable (overloaded or restarting), retry "
-                                         f"later: {type(e).__name__}") from None
+                raise UnavailableError(f"the {what} encoder is unavailable (overloaded or restarting), retry "
+                                       f"later: {type(e).__name__}") from None
             await asyncio.sleep(delay)
+        except httpx.TimeoutException as e:
+            raise UnavailableError(f"the {what} encoder did not answer in time ({type(e).__name__}); retry "
+                                   "later") from None
+        except BentoMLException as e:
+            if int(e.error_code) < 500:
+                raise
+            raise UnavailableError(f"the {what} encoder failed ({int(e.error_code)}); retry later") from None
 
 
 def _first_row(arr: Any, what: str) -> np.ndarray:
     v = np.array(arr, dtype=np.float32).reshape(-1, np.shape(arr)[-1])[0]
     if not np.all(np.isfinite(v)):
-        raise ValueError(f"{what} could not be encoded")
+        raise InputError(f"{what} could not be encoded")
     return v
 
 
@@ -164,19 +178,35 @@ class Recommender:
         text = check_text(text, self.limits)
         return _first_row(await _call_encoder(self.text_encoder.to_async.encode, [text], "text"), "text")
 
+    async def _encode_images(self, images: list[bytes]) -> np.ndarray:
+        """One encoder call for all images. Each is decoded (within the pixel budgets) and downscaled
+        here, and the encoder gets those small PNGs: the same vectors, a bounded input."""
+        from encoders.media import image_for_encoder
+
+        small = [await asyncio.to_thread(image_for_encoder, data, self.limits) for data in images]
+        vecs = np.array(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(b) for b in small],
+                                            "image"), np.float32).reshape(len(images), -1)
+        if not np.all(np.isfinite(vecs)):
+            raise InputError("an image could not be encoded")
+        return vecs
+
     async def _encode_image(self, data: bytes) -> np.ndarray:
-        from encoders.media import decode_image
+        return (await self._encode_images([data]))[0]
 
-        await asyncio.to_thread(decode_image, data, self.limits)  # validate before the encoder sees it
-        return _first_row(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(data)], "image"),
-                          "image")
-
-    async def _encode_audio(self, data: bytes) -> np.ndarray:
+    async def _encode_clips(self, clips: list[bytes]) -> np.ndarray:
+        """One encoder call for all clips, each validated (rate, channels, length) here first."""
         from encoders.media import decode_audio
 
-        await asyncio.to_thread(decode_audio, data, self.limits)
-        return _first_row(await _call_encoder(self.audio_encoder.to_async.encode, [b64encode(data)], "audio"),
-                          "audio")
+        for data in clips:
+            await asyncio.to_thread(decode_audio, data, self.limits)
+        vecs = np.array(await _call_encoder(self.audio_encoder.to_async.encode, [b64encode(b) for b in clips],
+                                            "audio"), np.float32).reshape(len(clips), -1)
+        if not np.all(np.isfinite(vecs)):
+            raise InputError("an audio clip could not be encoded")
+        return vecs
+
+    async def _encode_audio(self, data: bytes) -> np.ndarray:
+        return (await self._encode_clips([data]))[0]
 
     async def _encode_video(self, data: bytes) -> dict[str, np.ndarray]:
         """Keyframes through the image encoder (mean), the soundtrack through the audio encoder."""
@@ -189,7 +219,7 @@ class Recommender:
         vecs = np.array(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(_png(f)) for f in frames],
                                             "image"), np.float32)
         if not np.all(np.isfinite(vecs)):
-            raise ValueError("video keyframes could not be encoded")
+            raise InputError("video keyframes could not be encoded")
         out["image"] = l2_normalise(vecs.mean(axis=0))
         wave = await asyncio.to_thread(read_video_audio, data, self.limits, v.max_seconds)
         if wave is not None:
@@ -201,15 +231,20 @@ class Recommender:
 
         n = len(images) + len(clips)
         if n > self.cfg.serving.max_query_files:
-            raise ValueError(f"{n} media files in one query; the limit is {self.cfg.serving.max_query_files}")
-        vectors: dict[str, np.ndarray] = {}
+            raise InputError(f"{n} media files in one query; the limit is {self.cfg.serving.max_query_files}")
+        # One call per modality, the modalities concurrently (as BentoML's CLIP example fans out).
+        jobs: dict[str, Any] = {}
         if text and text.strip():
-            vectors["text"] = await self._encode_text(text)
+            jobs["text"] = self._encode_text(text)
         if images:
-            vectors["image"] = l2_normalise(np.mean([await self._encode_image(b) for b in images], axis=0))
+            jobs["image"] = self._encode_images(images)
         if clips:
-            vectors["audio"] = l2_normalise(np.mean([await self._encode_audio(b) for b in clips], axis=0))
-        return vectors
+            jobs["audio"] = self._encode_clips(clips)
+        done = await asyncio.gather(*jobs.values(), return_exceptions=True)  # let every call finish, then
+        for result in done:  # report the first failure (an input error outranks a later encoder error)
+            if isinstance(result, BaseException):
+                raise result
+        return {m: (v if m == "text" else l2_normalise(v.mean(axis=0))) for m, v in zip(jobs, done)}
 
     async def _item_vectors(self, it: ItemIn, image: bytes | None, audio: bytes | None,
                             video: bytes | None) -> dict[str, np.ndarray]:
@@ -231,13 +266,14 @@ class Recommender:
         self.engine._check_many("items", len(specs))
         ids = [s[0].item_id for s in specs]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"duplicate item ids in the request: {sorted({i for i in ids if ids.count(i) > 1})}")
+            raise InputError(f"duplicate item ids in the request: {shown_list(sorted({i for i in ids if ids.count(i) > 1}))}")
         items, vectors = [], {}
         for i, (spec, image, audio, video) in enumerate(specs):
             try:
                 vectors[spec.item_id] = await self._item_vectors(spec, image, audio, video)
-            except ValueError as e:  # InvalidMediaError included: name the item
-                raise ValueError(f"item {spec.item_id!r} (index {i}): {e}") from None
+            except InputError as e:  # InvalidMediaError included: name the item, keep the status
+                e.args = (f"item {spec.item_id!r} (index {i}): {e}",)
+                raise
             refs = {}
             for kind, data in (("image", image), ("audio", audio), ("video", video)):
                 if data is not None:
@@ -250,8 +286,8 @@ class Recommender:
     @bentoml.api
     @api_errors
     async def recommend(self, user_id: str = Field(pattern=ID_PATTERN), k: int = 10,
-                        types: list[ItemType] | None = None, tags: list[str] | None = None, mix: MixParam = None,
-                        exclude_seen: bool = True, exclude_item_ids: list[str] | None = None,
+                        types: list[ItemType] | None = None, tags: Tags | None = None, mix: MixParam = None,
+                        exclude_seen: bool = True, exclude_item_ids: ItemIds | None = None,
                         diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True) -> dict:
         """Top-k items for a known user, with per-type mix, filters, exclusion of seen items and diversity."""
         opts = _options(k, types, tags, mix, exclude_item_ids, diversity, explain)
@@ -261,9 +297,9 @@ class Recommender:
     @api_errors
     async def recommend_by_query(self, text: str = "", image: list[Path] = [], audio: list[Path] = [],
                                  image_b64: list[str] = [], audio_b64: list[str] = [],
-                                 liked_item_ids: list[str] = [], k: int = 10, types: list[ItemType] | None = None,
-                                 tags: list[str] | None = None, mix: MixParam = None,
-                                 exclude_item_ids: list[str] | None = None,
+                                 liked_item_ids: ItemIds = [], k: int = 10, types: list[ItemType] | None = None,
+                                 tags: Tags | None = None, mix: MixParam = None,
+                                 exclude_item_ids: ItemIds | None = None,
                                  diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True) -> dict:
         """For a user with no history: text and/or images and/or audio clips (files or base64) and/or liked items."""
         lim = self.limits
@@ -315,13 +351,13 @@ class Recommender:
     @api_errors
     async def add_item(self, item_id: str = Field(pattern=ID_PATTERN), type: ItemType = "product",
                        title: str = Field(min_length=1, max_length=500), description: str = "",
-                       tags: list[str] = [], category: str | None = None,
+                       tags: Tags = [], category: str | None = Field(None, max_length=200),
                        image: list[Path] = [], audio: list[Path] = [], video: list[Path] = []) -> dict:
         """Add one item with media as multipart files (curl -F image=@photo.jpg)."""
         lim = self.limits
         for name, files in (("image", image), ("audio", audio), ("video", video)):
             if len(files) > 1:
-                raise ValueError(f"give at most one {name} file per item, got {len(files)}")
+                raise InputError(f"give at most one {name} file per item, got {len(files)}")
         spec = ItemIn(item_id=item_id, type=type, title=title, description=description, tags=tags, category=category)
         return await self._add([(spec,
                                  _read_upload(image[0], lim.max_image_bytes, "image") if image else None,
@@ -372,12 +408,11 @@ class Recommender:
         return {"profile": self.cfg.profile, "encoders": encoders, "untrained_encoders": untrained,
                 "notice": (f"{', '.join(untrained)} encoder(s) run with UNTRAINED weights: their content signal "
                            "is weak; configure pretrained weights for production") if untrained else None,
-                "uptime_s": round(time.time() - self.started, 1), **stats}
+                "uptime_s": round(time.time() - self.started, 1), "worker_pid": os.getpid(), **stats}
 
 
-harden_multipart_serde()
-# The largest legitimate body: one video (the biggest medium) as base64, plus room for the JSON around it.
-Recommender.add_asgi_middleware(RequestGuardMiddleware, max_body_bytes=CONFIG.limits.max_video_bytes * 4 // 3
-                                + 16 * 1024 * 1024)
-if CONFIG.serving.api_key:
-    Recommender.add_asgi_middleware(ApiKeyMiddleware, api_key=CONFIG.serving.api_key)
+# Error shape, CORS (when configured), API key, body cap, origin guard; metrics labels, log filter, multipart
+# hardening (services/http_guards.py says why in that order).
+from services.http_guards import install_http_guards  # noqa: E402
+
+install_http_guards(Recommender, CONFIG)

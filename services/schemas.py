@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ItemType = Literal["product", "video", "audio"]
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@\-]{0,199}$"  # ids appear in URLs, logs and SQL: keep them plain
+EVENT_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+Tag = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 class _In(BaseModel):
@@ -37,7 +39,9 @@ class RecommendRequest(RankingOptions):
 class EventIn(_In):
     user_id: str = Field(pattern=ID_PATTERN)
     item_id: str = Field(pattern=ID_PATTERN)
-    event: Literal["view", "click", "like", "play", "purchase", "dislike"] = "like"
+    event: str = Field("like", pattern=EVENT_PATTERN,
+                       description="an event type the config's `events` defines (defaults: view, click, play, "
+                                   "like, purchase — positive; dislike — negative)")
     weight: float = Field(1.0, ge=0.0, le=100.0)
     timestamp: float | None = Field(None, ge=0, description="unix seconds; server time when omitted")
 
@@ -56,7 +60,7 @@ class ItemIn(_In):
     type: ItemType
     title: str = Field(min_length=1, max_length=500)
     description: str = Field("", max_length=20_000)
-    tags: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
     category: str | None = Field(None, max_length=200)
     image_b64: str | None = None
     audio_b64: str | None = None

@@ -131,6 +131,7 @@ def _item(item_id: str, **media) -> dict:
 
 
 MB = 1024 * 1024
+MAX_ERROR_BODY_CHARS = 8192
 TRAVERSAL = "../../../../etc/passwd"
 SQLISH = "x' OR '1'='1'; DROP TABLE items; --"
 LONG_ID = "a" * 10_000
@@ -156,7 +157,7 @@ CASES: list[Case] = [
     # ---- audio
     Case("zero-byte-audio-b64", "recommend_by_query", _json({"audio_b64": [""]}), (400,), "empty"),
     Case("png-sent-as-audio", "recommend_by_query",
-         _files(lambda: {"audio": ("a.wav", png(), "audio/wav")}), (400,), "audio"),
+         _files(lambda: {"audio": ("a.wav", png(), "audio/wav")}), (415,), "audio"),  # not an audio format
     Case("hour-long-wav", "recommend_by_query",
          _files(lambda: {"audio": ("hour.wav", hour_long_wav(), "audio/wav")}), (400,), "long"),
     Case("wav-header-zero-sample-rate", "add_items",
@@ -229,6 +230,16 @@ CASES: list[Case] = [
          _json({"user_id": "{user}", "k": 4, "mix": {"product": 0.7, "audio": 0.6}}), (400,), "mix"),
     Case("mix-unknown-strategy", "recommend_by_query", _json({"text": "jazz", "mix": "shuffle"}), (400,), "mix"),
     Case("mix-empty", "recommend", _json({"user_id": "{user}", "k": 3, "mix": {}}), (400,), "mix"),
+    # ---- found by the attack run: each was a 500, or echoed megabytes back
+    Case("mix-count-too-large-for-a-float", "recommend",
+         _raw(b'{"user_id": "{user}", "k": 3, "mix": {"product": 1' + b"0" * 400 + b'}}'), (400,), "mix"),
+    Case("deeply-nested-multipart-tags", "add_item",
+         _form_values({"item_id": "rb-deep", "type": "product", "title": "x", "tags": "[" * 2000 + "]" * 2000}),
+         (400,), "nested"),
+    Case("deeply-nested-json-body", "recommend", _raw(b'{"user_id": "{user}", "tags": ' + b"[" * 5000 + b"]" * 5000
+                                                      + b"}"), (400,), ""),
+    Case("megabyte-unknown-liked-ids", "recommend_by_query",
+         _json({"liked_item_ids": ["x" * MB] * 10}), (400, 404), "liked_item_ids"),
 ]
 
 
@@ -238,8 +249,13 @@ def check_response(case: Case, status: int, text: str) -> str | None:
         return f"status {status}, expected {case.status}: {text[:300]}"
     if case.needle and case.needle.lower() not in text.lower():
         return f"message does not name {case.needle!r}: {text[:300]}"
+    if len(text) > MAX_ERROR_BODY_CHARS:  # input echoed back whole (ten 1 MB ids once came back as 10 MB)
+        return f"error body is {len(text)} characters: {text[:300]}"
     try:
-        json.loads(text)
+        body = json.loads(text)
     except ValueError:
         return f"error body is not JSON: {text[:300]}"
+    error = body.get("error") if isinstance(body, dict) else None
+    if not (isinstance(error, dict) and {"status", "code", "message"} <= set(error) and error["status"] == status):
+        return f"error body is not the one shape {{'error': {{'status', 'code', 'message'}}}}: {text[:300]}"
     return None

@@ -177,7 +177,8 @@ BAD_REQUESTS = [
     ("recommend_by_query", {"liked_item_ids": ["no-such-item"]}, 404, "no-such-item"),
     ("recommend_by_query", {"image_b64": ["!!!not base64!!!"]}, 400, "base64"),
     ("recommend_by_query", {"image_b64": [base64.b64encode(b"GIF89a-not-really").decode()]}, 400, "image"),
-    ("recommend_by_query", {"audio_b64": [base64.b64encode(b"\x00" * 64).decode()]}, 400, "audio"),
+    # bytes that are no audio format at all are unsupported media (415), not corrupt audio (400)
+    ("recommend_by_query", {"audio_b64": [base64.b64encode(b"\x00" * 64).decode()]}, 415, "audio"),
     ("similar_items", {"item_id": "no-such-item"}, 404, "no-such-item"),
     ("user_interests", {"user_id": "nobody-here"}, 404, "unknown user"),
     ("feedback", {"events": []}, 400, "empty"),
@@ -187,7 +188,7 @@ BAD_REQUESTS = [
     ("add_items", {"items": [{"item_id": "b1", "type": "product", "title": ""}]}, 400, "title"),
     ("add_items", {"items": [{"item_id": "b2", "type": "product", "title": "x", "image_b64": "@@@"}]}, 400, "base64"),
     ("add_items", {"items": [{"item_id": "b3", "type": "audio", "title": "x",
-                              "audio_b64": base64.b64encode(b"not audio at all" * 10).decode()}]}, 400, "b3"),
+                              "audio_b64": base64.b64encode(b"not audio at all" * 10).decode()}]}, 415, "b3"),
     ("delete_items", {"item_ids": []}, 400, "empty"),
     ("forget_user", {"user_id": "nobody-here"}, 404, "unknown user"),
 ]
