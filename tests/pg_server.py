@@ -210,3 +210,19 @@ def postgres_url(postgres_server):
         yield postgres_server.url(name)
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh database URL on each backend: a SQLite file, then a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/db/mixrec.db"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def store(store_url):
+    from mixrec.storage.store import CatalogStore
+
+    with CatalogStore(store_url) as s:
+        yield s

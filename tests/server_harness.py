@@ -37,6 +37,30 @@ class Server:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 
 
+def recommender_env(artifacts_dir: Path, state: Path, **overrides: str) -> dict[str, str]:
+    """Environment for ``bentoml serve services.recommender:Recommender`` on a throwaway state under ``state``:
+    the offline config, the given trained artifacts, SQLite, no automatic updates; ``overrides`` are
+    extra ``MIXREC_*`` variables (``MIXREC__SERVING__WORKERS="2"``, ...)."""
+    return {"MIXREC_CONFIG": str(REPO_ROOT / "configs" / "offline.yaml"),
+            "MIXREC__SERVING__ARTIFACTS": str(artifacts_dir),
+            "MIXREC__SERVING__STATE_DIR": str(state / "state"),
+            "MIXREC__STORAGE__URL": f"sqlite:///{state / 'db.sqlite'}",
+            "MIXREC__STORAGE__MEDIA_DIR": str(state / "media"),
+            "MIXREC__SERVING__UPDATE_EVERY": "0",
+            **overrides}
+
+
+def engine_config(artifacts_dir: Path, state: Path, **serving):
+    """The same setup as ``recommender_env`` for an in-process ``RecommenderEngine``; ``serving`` overrides
+    ``serving.*`` fields (``workers=2``)."""
+    from mixrec.config import load_config
+
+    env = recommender_env(artifacts_dir, state)
+    env.pop("MIXREC_CONFIG")
+    env.update({f"MIXREC__SERVING__{k.upper()}": str(v) for k, v in serving.items()})
+    return load_config(REPO_ROOT / "configs" / "offline.yaml", environ=env)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -11,19 +11,12 @@ from mixrec.catalog import Interaction, Item, read_interactions, read_items
 from mixrec.config import REPO_ROOT, load_config
 from mixrec.storage.errors import DuplicateItemsError
 from mixrec.errors import InputError, NotFoundError
+from server_harness import engine_config
 from services.engine import Options, RecommenderEngine
 
 
 def _cfg(tiny_demo, tmp_path, **serving):
-    env = {
-        "MIXREC__SERVING__ARTIFACTS": str(tiny_demo.artifacts_dir),
-        "MIXREC__SERVING__STATE_DIR": str(tmp_path / "state"),
-        "MIXREC__STORAGE__URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
-        "MIXREC__STORAGE__MEDIA_DIR": str(tmp_path / "media"),
-        "MIXREC__SERVING__UPDATE_EVERY": "0",
-    }
-    env.update({f"MIXREC__SERVING__{k.upper()}": str(v) for k, v in serving.items()})
-    return load_config(REPO_ROOT / "configs/offline.yaml", environ=env)
+    return engine_config(tiny_demo.artifacts_dir, tmp_path, **serving)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import pytest
 
 from malformed_requests import CASES, check_response
 from mixrec.catalog import read_interactions
-from server_harness import serve_bento
+from server_harness import recommender_env, serve_bento
 
 SERVICE = "services.recommender:Recommender"
 API_KEY = "robustness-test-key"
@@ -37,13 +37,7 @@ FUZZ_MAX_TIME_S = 25
 @pytest.fixture(scope="module")
 def server(tiny_demo, tmp_path_factory):
     state = tmp_path_factory.mktemp("robust-state")
-    env = {"MIXREC_CONFIG": str(Path(__file__).resolve().parent.parent / "configs" / "offline.yaml"),
-           "MIXREC__SERVING__ARTIFACTS": str(tiny_demo.artifacts_dir),
-           "MIXREC__SERVING__STATE_DIR": str(state / "state"),
-           "MIXREC__STORAGE__URL": f"sqlite:///{state / 'db.sqlite'}",
-           "MIXREC__STORAGE__MEDIA_DIR": str(state / "media"),
-           "MIXREC__SERVING__UPDATE_EVERY": "0",
-           "MIXREC__SERVING__API_KEY": API_KEY}
+    env = recommender_env(tiny_demo.artifacts_dir, state, MIXREC__SERVING__API_KEY=API_KEY)
     with serve_bento(SERVICE, env=env, log_dir=tmp_path_factory.mktemp("robust-logs")) as srv:
         yield srv
 

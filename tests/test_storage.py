@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from pg_server import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from pg_server import postgres_server, postgres_url, store, store_url  # noqa: F401  (fixtures)
 
 from mixrec.catalog import Interaction, Item
 from mixrec.storage import (
@@ -32,19 +32,6 @@ def make_items(n: int = 6) -> list[Item]:
     return [Item(item_id=f"it{i}", type=types[i % 3], title=f"Item {i}", description=f"about {i}",
                  tags=["even" if i % 2 == 0 else "odd", f"t{i}"], category="cat", image=f"img/{i}.png")
             for i in range(n)]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/db/mixrec.db"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(store_url):
-    with CatalogStore(store_url) as s:
-        yield s
 
 
 # ---------------------------------------------------------------- items

@@ -8,7 +8,7 @@ import sqlite3
 import uuid
 
 import pytest
-from pg_server import postgres_server, postgres_url  # noqa: F401  (fixtures)
+from pg_server import postgres_server, postgres_url, store, store_url  # noqa: F401  (fixtures)
 from sqlalchemy import MetaData, event, text
 
 from mixrec.catalog import Interaction, Item
@@ -20,19 +20,6 @@ from mixrec.storage.store import SCHEMA_VERSION
 
 def make_items(n: int = 3) -> list[Item]:
     return [Item(item_id=f"it{i}", type="video", title=f"Item {i}") for i in range(n)]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/db/mixrec.db"
-    return request.getfixturevalue("postgres_url")
-
-
-@pytest.fixture
-def store(store_url):
-    with CatalogStore(store_url) as s:
-        yield s
 
 
 def _sql(store: CatalogStore, statement: str, **params) -> None:
