@@ -16,7 +16,16 @@ Every server is a real ``bentoml serve services.recommender:Recommender`` on a f
                restart, every acknowledged event id must be in the database (SQLite and
                PostgreSQL);
   security     with an API key, every path of /docs.json but health refuses a missing or
-               wrong key.
+               wrong key;
+  attacks      the attack classes of the "Trust" issue (bench/attacks.py): hostile sample rates,
+               decoded-size bombs, streamed bodies, metrics cardinality, echoed ids, inputs that
+               used to 500, unsupported media, cross-site writes, lost writes (also on a
+               2-worker server); requests, statuses, 5xx, lost writes and the peak RSS of each
+               service process per class;
+  guards_cost  p50/p99 of sequential ``recommend`` calls for a known user (compare commits).
+
+    .venv/bin/python bench/robustness.py --only attacks        # attack classes + guards_cost alone
+    .venv/bin/python bench/robustness.py --only guards_cost    # just the latency (runs on older commits too)
 
 Writes bench/results/reliability.json and the reliability section of BENCHMARKS.md.
 The demo artifacts come from ``mixrec demo --no-serve`` (run here when ``--data-dir``
@@ -33,6 +42,7 @@ import os
 import platform
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,8 +78,9 @@ READY_TIMEOUT_S = 240.0
 class Served:
     """``bentoml serve`` of the Recommender on a fixed state (database, checkpoints, media)."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
+    def __init__(self, env: dict[str, str], log_dir: Path, source: Path = ROOT) -> None:
+        """``source``: the checkout whose code is served (another commit's worktree, for before/after)."""
+        self.env, self.log_dir, self.source = env, log_dir, Path(source)
         self.tree: ProcessTree | None = None
         self.url = ""
 
@@ -82,7 +93,11 @@ class Served:
         cmd = [bentoml_executable(), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
         t0 = time.monotonic()
         with open(log, "wb") as out:
-            self.tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **self.env}, cwd=ROOT, output=out)
+            env = {**os.environ, **OFFLINE_ENV, **self.env}
+            if self.source != ROOT:
+                env["PYTHONPATH"] = str(self.source)
+                env["MIXREC_CONFIG"] = str(self.source / "configs" / "offline.yaml")
+            self.tree = ProcessTree(cmd, env=env, cwd=self.source, output=out)
         try:
             wait_http_ready(self.tree, f"{self.url}/readyz", READY_TIMEOUT_S,
                             lambda: log.read_text(errors="replace")[-4000:])
@@ -391,6 +406,96 @@ def pickle_scan() -> list[str]:
     return hits
 
 
+# ================================================================ 6. attacks and the cost of the guards
+
+def _guards_cost_once(artifacts: Path, ids: dict, work: Path, n: int, source: Path) -> dict:
+    from attacks import guards_cost
+
+    run = work / f"guards-cost-{time.monotonic_ns()}"
+    srv = Served(serve_env(artifacts, run), run, source)
+    try:
+        ready = srv.start()
+        return {**guards_cost(srv.url, ids["users"][0], n=n), "server_ready_s": round(ready, 1)}
+    finally:
+        srv.stop()
+
+
+def guards_cost_section(artifacts: Path, ids: dict, work: Path, n: int, baseline: Path | None = None,
+                        rounds: int = 2) -> dict:
+    """Sequential recommend latency on a fresh server (nothing else running against it).
+
+    With ``baseline`` (a worktree of an older commit) the two are served alternately, ``rounds``
+    times each, and the medians and their ratio are reported from that one run."""
+    if baseline is None:
+        return _guards_cost_once(artifacts, ids, work, n, ROOT)
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+    for _ in range(rounds):
+        for name, source in (("baseline", baseline), ("current", ROOT)):
+            runs[name].append(_guards_cost_once(artifacts, ids, work, n, source))
+    med = {k: {q: statistics.median(r[q] for r in v) for q in ("p50_ms", "p90_ms", "p99_ms")} for k, v in runs.items()}
+    return {**runs["current"][-1], "baseline_source": str(baseline), "rounds": rounds, "runs": runs, "medians": med,
+            "p50_ratio": round(med["current"]["p50_ms"] / med["baseline"]["p50_ms"], 3),
+            "p99_ratio": round(med["current"]["p99_ms"] / med["baseline"]["p99_ms"], 3)}
+
+
+def attack_section(artifacts: Path, ids: dict, work: Path, classes: list[str] | None, workers2: bool,
+                   rss_bound_mb: float, keyed_metrics: bool = True) -> dict:
+    """Every attack class against one served Recommender (1 worker); lost_writes also against 2 workers,
+    metrics_cardinality also against a server with an API key (half the random-path POSTs carry it)."""
+    import attacks as atk
+
+    run = atk.new_run_id()
+    out: dict = {"rss_bound_mb": rss_bound_mb}
+
+    def ctx_for(env: dict, tag: str) -> dict:
+        return {"run": run, "tag": tag, "user": ids["users"][0], "victim_user": ids["users"][1],
+                "victim_item": ids["items"][2], "items": ids["items"], "api_key": env.get("MIXREC__SERVING__API_KEY"),
+                "db_url": env["MIXREC__STORAGE__URL"], "sync_settle_s": 15.0,
+                "max_body_bytes": atk.max_body_bytes_for(Path(env["MIXREC_CONFIG"]))}
+
+    env = serve_env(artifacts, work / "attacks")
+    srv = Served(env, work / "attacks")
+    try:
+        out["server_ready_s"] = round(srv.start(), 1)
+        out["classes"] = atk.run_attacks(srv.url, srv.tree.pid, ctx_for(env, "w1"), classes)
+        out["normal_request_after"] = normal_request_ok(srv.url, ids["users"][0])
+        out["server_log_tracebacks"] = _tracebacks(work / "attacks")
+    finally:
+        srv.stop()
+    if workers2 and (classes is None or "lost_writes" in classes):
+        env2 = serve_env(artifacts, work / "attacks-w2", MIXREC__SERVING__WORKERS="2")
+        srv2 = Served(env2, work / "attacks-w2")
+        try:
+            out["workers2_ready_s"] = round(srv2.start(), 1)
+            out["workers2"] = atk.run_attacks(srv2.url, srv2.tree.pid, ctx_for(env2, "w2"), ["lost_writes"])
+            out["workers2_log_tracebacks"] = _tracebacks(work / "attacks-w2")
+        finally:
+            srv2.stop()
+    if keyed_metrics and (classes is None or "metrics_cardinality" in classes):
+        env3 = serve_env(artifacts, work / "attacks-key", MIXREC__SERVING__API_KEY="attacks-" + os.urandom(8).hex())
+        srv3 = Served(env3, work / "attacks-key")
+        try:
+            srv3.start()
+            out["with_api_key"] = atk.run_attacks(srv3.url, srv3.tree.pid, ctx_for(env3, "key"),
+                                                  ["metrics_cardinality"])
+        finally:
+            srv3.stop()
+    out["summary"] = atk.summarise(attack_rows(out), rss_bound_mb)
+    return out
+
+
+def attack_rows(a: dict) -> dict:
+    """Every attack class result of an ``attack_section`` answer, named as in the markdown table."""
+    return {**a.get("classes", {}), **{f"{k} (2 workers)": v for k, v in a.get("workers2", {}).items()},
+            **{f"{k} (API key set)": v for k, v in a.get("with_api_key", {}).items()}}
+
+
+def _tracebacks(log_dir: Path) -> int:
+    """Tracebacks the server logged (each 5xx logs one; client errors log none)."""
+    return sum(f.read_text(errors="replace").count("Traceback (most recent call last)")
+               for f in log_dir.glob("serve-*.log"))
+
+
 # ================================================================ report
 
 def _statuses(examples: list[str]) -> str:
@@ -399,41 +504,21 @@ def _statuses(examples: list[str]) -> str:
 
 
 def write_markdown(res: dict) -> None:
-    b, ld, fk, rs, sec = res["bad_input"], res["load"], res["encoder_kill"], res["restart"], res["security"]
-    st = b["schemathesis"]
-    dur = res["durability"]
+    """Render the reliability section of BENCHMARKS.md from ``res``; rows of sections not in ``res`` are left out."""
     lines = [START, "## Reliability (issue 6)", "",
              f"`{res['command']}` — {res['machine']}, {res['date']}. Loopback only; every server is a real "
-             "`bentoml serve services.recommender:Recommender` stopped by its own pid.", "",
-             "| check | result |", "|---|---|",
-             f"| malformed requests (tests/malformed_requests.py, {len(b['apis_covered'])} APIs) | "
-             f"{b['cases'] - len(b['case_failures'])}/{b['cases']} answered the expected 4xx naming the problem |",
-             f"| schemathesis {st['version']} (`not_a_server_error`, --max-examples {res['args']['max_examples']}) | "
-             f"{st['server_error_failures']} server errors, {st['test_cases']} |",
-             f"| normal request after the bad-input run | {'ok' if b['normal_request_after'] else 'FAILED'} |",
-             f"| load: {ld['clients']} clients x {ld['duration_s']} s, mixed workload | {ld['requests']} requests, "
-             f"{ld['errors']} errors{_statuses(ld['error_examples'])}, {ld['throughput_rps']} req/s, p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms |",
-             f"| kill -9 TextEncoder worker during load | {fk['requests_failed']}/{fk['requests']} requests failed "
-             f"({fk['failed_by_api'] or 'none'}); circus restarted the worker (new pid after "
-             f"{fk['worker_process_back_s']} s); text queries completed again {fk['text_queries_back_after_kill_s']} s "
-             f"after the kill (longest stretch without one {fk['text_query_outage_s']} s, slowest request "
-             f"{fk['slowest_request_after_kill_s']} s) |",
-             f"| whole-server restart (graceful stop, start on the same state) | ready in {rs['ready_s']} s; "
-             f"counts {'identical' if rs['state_intact'] else 'CHANGED'}: "
-             f"{', '.join(f'{k} {v}' for k, v in rs['after'].items())} |"]
-    for d in dur:
-        if "skipped" in d:
-            lines.append(f"| kill -9 mid feedback stream ({d['backend']}) | skipped: {d['skipped']} |")
-        else:
-            lines.append(f"| kill -9 of the whole tree mid feedback stream ({d['backend']}, 4 streams, one event "
-                         f"per request) | {d['acknowledged']} acknowledged, **{d['lost']} lost**, "
-                         f"{d['stored_after_restart']} stored; restart ready in {d['restart_ready_s']} s |")
-    lines += [f"| API key on: {sec['paths']} paths of /docs.json x (no key, wrong key, key without Bearer) | "
-              f"{len(sec['violations'])} violations ({sec['requests_checked']} requests) |",
-              f"| pickle-capable loaders in mixrec/encoders/fusion/services | {len(sec['pickle_loaders'])} |", "",
-              "Figures on a 2-core machine shared with other work; the load and fault runs share the CPU with "
-              "the server. The throwaway PostgreSQL runs with fsync=off (tests/pg_server.py): the kill -9 hits "
-              "the application, not the database. Details: bench/results/reliability.json.", END]
+             "`bentoml serve services.recommender:Recommender` stopped by its own pid.", ""]
+    rows = _reliability_rows(res)
+    if rows:
+        lines += ["| check | result |", "|---|---|", *rows, "",
+                  "Figures on a 2-core machine shared with other work; the load and fault runs share the CPU with "
+                  "the server. The throwaway PostgreSQL runs with fsync=off (tests/pg_server.py): the kill -9 hits "
+                  "the application, not the database. Details: bench/results/reliability.json."]
+    if "attacks" in res:
+        lines += ([""] if rows else []) + attack_markdown(res["attacks"], res.get("guards_cost"))
+    elif "guards_cost" in res:
+        lines += ["", _guards_line(res["guards_cost"])]
+    lines.append(END)
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"  # re-read: others edit it too
     block = "\n".join(lines)
     if START in text and END in text:
@@ -442,6 +527,115 @@ def write_markdown(res: dict) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     BENCHMARKS.write_text(text)
+
+
+def _reliability_rows(res: dict) -> list[str]:
+    rows = []
+    if "bad_input" in res:
+        b = res["bad_input"]
+        st = b["schemathesis"]
+        rows += [f"| malformed requests (tests/malformed_requests.py, {len(b['apis_covered'])} APIs) | "
+                 f"{b['cases'] - len(b['case_failures'])}/{b['cases']} answered the expected 4xx naming the problem |",
+                 f"| schemathesis {st['version']} (`not_a_server_error`, --max-examples {res['args']['max_examples']}) | "
+                 f"{st['server_error_failures']} server errors, {st['test_cases']} |",
+                 f"| normal request after the bad-input run | {'ok' if b['normal_request_after'] else 'FAILED'} |"]
+    if "load" in res:
+        ld = res["load"]
+        rows.append(f"| load: {ld['clients']} clients x {ld['duration_s']} s, mixed workload | {ld['requests']} requests, "
+                    f"{ld['errors']} errors{_statuses(ld['error_examples'])}, {ld['throughput_rps']} req/s, p50 {ld['p50_ms']} ms, p99 {ld['p99_ms']} ms |")
+    if "encoder_kill" in res:
+        fk = res["encoder_kill"]
+        rows.append(f"| kill -9 TextEncoder worker during load | {fk['requests_failed']}/{fk['requests']} requests failed "
+                    f"({fk['failed_by_api'] or 'none'}); circus restarted the worker (new pid after "
+                    f"{fk['worker_process_back_s']} s); text queries completed again {fk['text_queries_back_after_kill_s']} s "
+                    f"after the kill (longest stretch without one {fk['text_query_outage_s']} s, slowest request "
+                    f"{fk['slowest_request_after_kill_s']} s) |")
+    if "restart" in res:
+        rs = res["restart"]
+        rows.append(f"| whole-server restart (graceful stop, start on the same state) | ready in {rs['ready_s']} s; "
+                    f"counts {'identical' if rs['state_intact'] else 'CHANGED'}: "
+                    f"{', '.join(f'{k} {v}' for k, v in rs['after'].items())} |")
+    for d in res.get("durability", []):
+        if "skipped" in d:
+            rows.append(f"| kill -9 mid feedback stream ({d['backend']}) | skipped: {d['skipped']} |")
+        else:
+            rows.append(f"| kill -9 of the whole tree mid feedback stream ({d['backend']}, 4 streams, one event "
+                        f"per request) | {d['acknowledged']} acknowledged, **{d['lost']} lost**, "
+                        f"{d['stored_after_restart']} stored; restart ready in {d['restart_ready_s']} s |")
+    if "security" in res:
+        sec = res["security"]
+        rows += [f"| API key on: {sec['paths']} paths of /docs.json x (no key, wrong key, key without Bearer) | "
+                 f"{len(sec['violations'])} violations ({sec['requests_checked']} requests) |",
+                 f"| pickle-capable loaders in mixrec/encoders/fusion/services | {len(sec['pickle_loaders'])} |"]
+    return rows
+
+
+ATTACK_SERVICES = ("Recommender", "TextEncoder", "ImageEncoder", "AudioEncoder")
+
+
+def _counter(statuses: dict) -> str:
+    return ", ".join(f"{k}×{v}" for k, v in statuses.items()) or "-"
+
+
+def _rss_cell(rss: dict) -> str:
+    return " / ".join(f"{rss[s]['delta_mb']:.0f}" if s in rss else "-" for s in ATTACK_SERVICES)
+
+
+def _guards_line(g: dict) -> str:
+    line = (f"Cost of the guards: {g['requests']} sequential `recommend` calls for a known user on one keep-alive "
+            f"connection (after {g['warmup']} warm-up calls): p50 {g['p50_ms']} ms, p90 {g['p90_ms']} ms, "
+            f"p99 {g['p99_ms']} ms, {g['errors']} errors.")
+    if "medians" in g:
+        b, c = g["medians"]["baseline"], g["medians"]["current"]
+        line += (f" Against `{g['baseline_source']}` served alternately with this checkout, {g['rounds']} servers each "
+                 f"(medians): p50 {b['p50_ms']} → {c['p50_ms']} ms (×{g['p50_ratio']}), p99 {b['p99_ms']} → "
+                 f"{c['p99_ms']} ms (×{g['p99_ratio']}).")
+    return line
+
+
+def attack_markdown(a: dict, guards: dict | None) -> list[str]:
+    """The per-class table of the attack run (bench/attacks.py)."""
+    sm = a["summary"]
+    every = attack_rows(a)
+    lines = ["### Attacks (issue \"Trust\")", "",
+             "bench/attacks.py replays each attack class against a served Recommender (1 worker; `lost_writes` "
+             "also against `MIXREC__SERVING__WORKERS=2`, `metrics_cardinality` also against a server with an API key). Peak RSS: the summed RSS of each service's workers "
+             "sampled every 50 ms during the class, minus its value when the class began. Targets: 0 × 5xx, "
+             f"0 lost writes, every service's peak RSS delta under {sm['rss_bound_mb']:.0f} MB per class.", "",
+             "| class | requests | statuses | 5xx | not the expected status | lost | peak RSS Δ MB (Recommender / "
+             "TextEncoder / ImageEncoder / AudioEncoder) |", "|---|---|---|---|---|---|---|"]
+    for name, c in every.items():
+        lines.append(f"| {name} | {c['requests']} | {_counter(c['statuses'])} | {c['5xx']} | {c['unexpected_count']} "
+                     f"| {c['lost']} | {_rss_cell(c['rss_mb'])} |")
+    lines.append(f"| **all** | {sm['requests']} | | **{sm['5xx']}** | {sm['unexpected']} | **{sm['lost']}** | "
+                 f"over {sm['rss_bound_mb']:.0f} MB: {', '.join(sm['classes_over_rss_bound']) or 'none'}; "
+                 f"worker restarts {sm['worker_restarts']} |")
+    cl = a.get("classes", {})
+    notes = []
+    for name, m in every.items():
+        if name.startswith("metrics_cardinality") and "metrics_bytes_after" in m:
+            notes.append(f"/metrics after {m['random_paths']} random-path POSTs"
+                         f"{' (API key set, half of them with it)' if m['api_key_configured'] else ''}: "
+                         f"{m['metrics_bytes_before'] / 1024:.0f} KB → {m.get('metrics_bytes_half_way', 0) / 1024:.0f} KB "
+                         f"after half → {m['metrics_bytes_after'] / 1024:.0f} KB, "
+                         f"{m['series_naming_a_random_path']} series naming a random path")
+    if "echo" in cl:
+        notes.append(f"largest answer to ten unknown 1 MB ids (or 1,000 unknown ids): {cl['echo']['largest_response_bytes']} "
+                     "bytes")
+    if "streamed_body" in cl and "raw_bytes_sent_before_answer" in cl["streamed_body"]:
+        sb = cl["streamed_body"]
+        notes.append(f"chunked body of 3 × the {sb['cap_bytes'] / 2**20:.0f} MiB cap: answered after "
+                     f"{sb['raw_bytes_sent_before_answer'] / 2**20:.0f} MiB sent")
+    if "cross_site" in cl and "state_unchanged" in cl["cross_site"]:
+        notes.append(f"cross-site writes: state {'unchanged' if cl['cross_site']['state_unchanged'] else 'CHANGED'}")
+    bad = [f"{n}: {u['request']} → {u['status']}" for n, c in every.items() for u in c["unexpected"]][:12]
+    if notes:
+        lines += ["", "; ".join(notes) + "."]
+    if bad:
+        lines += ["", "Requests not answered as expected: " + "; ".join(bad) + "."]
+    if guards:
+        lines += ["", _guards_line(guards)]
+    return lines
 
 
 def main() -> None:
@@ -457,9 +651,28 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="do not touch bench/results or BENCHMARKS.md")
     ap.add_argument("--markdown-only", action="store_true",
                     help="only re-render the BENCHMARKS.md section from bench/results/reliability.json")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated sections to run alone: attacks (the attack classes and guards_cost), "
+                         "guards_cost; their results are merged into bench/results/reliability.json")
+    ap.add_argument("--attack-classes", default=None,
+                    help="comma-separated attack classes (default: all of bench/attacks.py CLASSES)")
+    ap.add_argument("--skip-attacks", action="store_true", help="full run without the attack classes")
+    ap.add_argument("--no-workers2", action="store_true", help="no 2-worker server for the lost_writes class")
+    ap.add_argument("--no-keyed-metrics", action="store_true",
+                    help="no API-key server for the metrics_cardinality class")
+    ap.add_argument("--guards-n", type=int, default=300, help="sequential recommend calls for guards_cost")
+    ap.add_argument("--guards-baseline", type=Path, default=None,
+                    help="a worktree of an older commit (git worktree add DIR REV): guards_cost serves it and this "
+                         "checkout alternately and reports both medians and their ratio")
+    ap.add_argument("--rss-bound-mb", type=float, default=256.0,
+                    help="target: per-service peak RSS delta per attack class")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the results of this run here")
     args = ap.parse_args()
     if args.markdown_only:
         write_markdown(json.loads(RESULTS.read_text()))
+        return
+    if args.only:
+        run_only(args)
         return
     if args.quick:
         args.duration = min(args.duration, 10.0)
@@ -494,11 +707,68 @@ def main() -> None:
     print(f"== durability\n{json.dumps(res['durability'], indent=1)}", flush=True)
     res["security"] = security(artifacts, ids, work)
     print(f"== security\n{json.dumps(res['security'], indent=1)}", flush=True)
+    if not args.skip_attacks:
+        res["guards_cost"] = guards_cost_section(artifacts, ids, work, args.guards_n)
+        res["attacks"] = attack_section(artifacts, ids, work, _attack_classes(args), not args.no_workers2,
+                                        args.rss_bound_mb, not args.no_keyed_metrics)
+        print(f"== attacks\n{json.dumps(res['attacks']['summary'], indent=1)}", flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(res, indent=2) + "\n")
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(res, indent=2) + "\n")
         write_markdown(res)
         print(f"wrote {RESULTS.relative_to(ROOT)} and the reliability section of BENCHMARKS.md")
+
+
+def _attack_classes(args) -> list[str] | None:
+    if not args.attack_classes:
+        return None
+    from attacks import CLASSES
+
+    names = [n.strip() for n in args.attack_classes.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CLASSES))
+    if unknown:
+        raise SystemExit(f"unknown attack classes {unknown}; known: {sorted(CLASSES)}")
+    return names
+
+
+def run_only(args) -> None:
+    """``--only attacks`` / ``--only guards_cost``: run those alone, merge them into reliability.json."""
+    only = {n.strip() for n in args.only.split(",") if n.strip()}
+    unknown = only - {"attacks", "guards_cost"}
+    if unknown:
+        raise SystemExit(f"--only takes attacks and/or guards_cost, not {sorted(unknown)}")
+    artifacts = ensure_demo(args.data_dir, args.items, args.users)
+    ids = demo_ids(args.data_dir)
+    work = Path(tempfile.mkdtemp(prefix="mixrec-robustness-"))
+    print(f"work dir {work}", flush=True)
+    t0 = time.monotonic()
+    load_before = os.getloadavg()
+    res: dict = {"command": "python bench/robustness.py " + " ".join(sys.argv[1:]), "date": time.strftime("%Y-%m-%d"),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+    if only & {"attacks", "guards_cost"}:  # guards_cost first: a fresh server, before any attack ran
+        res["guards_cost"] = guards_cost_section(artifacts, ids, work, args.guards_n, args.guards_baseline)
+        print(f"== guards_cost\n{json.dumps(res['guards_cost'], indent=1)}", flush=True)
+    if "attacks" in only:
+        res["attacks"] = attack_section(artifacts, ids, work, _attack_classes(args), not args.no_workers2,
+                                        args.rss_bound_mb, not args.no_keyed_metrics)
+        print(f"== attacks summary\n{json.dumps(res['attacks']['summary'], indent=1)}", flush=True)
+    res["run"] = {"wall_s": round(time.monotonic() - t0, 1), "loadavg_before": [round(x, 2) for x in load_before],
+                  "loadavg_after": [round(x, 2) for x in os.getloadavg()]}
+    print(f"== run {res['run']}", flush=True)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(res, indent=2) + "\n")
+    if not args.no_write:
+        merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        merged.update({k: v for k, v in res.items() if k in ("guards_cost", "attacks")})
+        merged.setdefault("command", res["command"])
+        merged.setdefault("date", res["date"])
+        merged.setdefault("machine", res["machine"])
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(merged, indent=2) + "\n")
+        write_markdown(merged)
+        print(f"merged into {RESULTS.relative_to(ROOT)} and re-rendered the reliability section of BENCHMARKS.md")
 
 
 if __name__ == "__main__":
