@@ -432,8 +432,11 @@ def guards_cost_section(artifacts: Path, ids: dict, work: Path, n: int, baseline
     for _ in range(rounds):
         for name, source in (("baseline", baseline), ("current", ROOT)):
             runs[name].append(_guards_cost_once(artifacts, ids, work, n, source))
-    med = {k: {q: statistics.median(r[q] for r in v) for q in ("p50_ms", "p90_ms", "p99_ms")} for k, v in runs.items()}
-    return {**runs["current"][-1], "baseline_source": str(baseline), "rounds": rounds, "runs": runs, "medians": med,
+    med = {k: {q: round(statistics.median(r[q] for r in v), 2) for q in ("p50_ms", "p90_ms", "p99_ms")}
+           for k, v in runs.items()}
+    rev = subprocess.run(["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {**runs["current"][-1], "baseline_source": str(baseline), "rounds": rounds,
+            "baseline_commit": rev.stdout.strip() or None, "runs": runs, "medians": med,
             "p50_ratio": round(med["current"]["p50_ms"] / med["baseline"]["p50_ms"], 3),
             "p99_ratio": round(med["current"]["p99_ms"] / med["baseline"]["p99_ms"], 3)}
 
@@ -587,9 +590,10 @@ def _guards_line(g: dict) -> str:
             f"p99 {g['p99_ms']} ms, {g['errors']} errors.")
     if "medians" in g:
         b, c = g["medians"]["baseline"], g["medians"]["current"]
-        line += (f" Against `{g['baseline_source']}` served alternately with this checkout, {g['rounds']} servers each "
-                 f"(medians): p50 {b['p50_ms']} → {c['p50_ms']} ms (×{g['p50_ratio']}), p99 {b['p99_ms']} → "
-                 f"{c['p99_ms']} ms (×{g['p99_ratio']}).")
+        base = f"commit {g['baseline_commit']}" if g.get("baseline_commit") else f"`{g['baseline_source']}`"
+        line += (f" Against {base} (before the guards) served alternately with this checkout, {g['rounds']} servers "
+                 f"each, medians: p50 {round(b['p50_ms'], 2)} → {round(c['p50_ms'], 2)} ms (×{g['p50_ratio']}), "
+                 f"p99 {round(b['p99_ms'], 2)} → {round(c['p99_ms'], 2)} ms (×{g['p99_ratio']}).")
     return line
 
 
@@ -601,7 +605,11 @@ def attack_markdown(a: dict, guards: dict | None) -> list[str]:
              "bench/attacks.py replays each attack class against a served Recommender (1 worker; `lost_writes` "
              "also against `MIXREC__SERVING__WORKERS=2`, `metrics_cardinality` also against a server with an API key). Peak RSS: the summed RSS of each service's workers "
              "sampled every 50 ms during the class, minus its value when the class began. Targets: 0 × 5xx, "
-             f"0 lost writes, every service's peak RSS delta under {sm['rss_bound_mb']:.0f} MB per class.", "",
+             f"0 lost writes, every service's peak RSS delta under {sm['rss_bound_mb']:.0f} MB per class."
+             + (f" Run: `{a['run']['command']}`, {a['run']['date']}, {a['run']['wall_s']:.0f} s; load average "
+                f"{'/'.join(map(str, a['run']['loadavg_before']))} before, "
+                f"{'/'.join(map(str, a['run']['loadavg_after']))} after (shared 2-core machine)."
+                if "run" in a else ""), "",
              "| class | requests | statuses | 5xx | not the expected status | lost | peak RSS Δ MB (Recommender / "
              "TextEncoder / ImageEncoder / AudioEncoder) |", "|---|---|---|---|---|---|---|"]
     for name, c in every.items():
@@ -761,6 +769,8 @@ def run_only(args) -> None:
         args.json_out.write_text(json.dumps(res, indent=2) + "\n")
     if not args.no_write:
         merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        if "attacks" in res:  # the attack table names the run that produced it
+            res["attacks"]["run"] = {**res["run"], "command": res["command"], "date": res["date"]}
         merged.update({k: v for k, v in res.items() if k in ("guards_cost", "attacks")})
         merged.setdefault("command", res["command"])
         merged.setdefault("date", res["date"])
