@@ -142,6 +142,14 @@ async def _call_encoder(method, payload, what: str):
             raise UnavailableError(f"the {what} encoder failed ({int(e.error_code)}); retry later") from None
 
 
+def _checked_audio(data: bytes, limits) -> bytes:
+    """``data`` once it decodes within the limits (rate, channels, length); the encoder decodes it again."""
+    from encoders.media import decode_audio
+
+    decode_audio(data, limits)
+    return data
+
+
 def _first_row(arr: Any, what: str) -> np.ndarray:
     v = np.array(arr, dtype=np.float32).reshape(-1, np.shape(arr)[-1])[0]
     if not np.all(np.isfinite(v)):
@@ -178,32 +186,27 @@ class Recommender:
         text = check_text(text, self.limits)
         return _first_row(await _call_encoder(self.text_encoder.to_async.encode, [text], "text"), "text")
 
+    async def _encode_files(self, modality: str, files: list[bytes], prepare) -> np.ndarray:
+        """One encoder call for all files of one modality, each prepared here first: decoded within the
+        budgets (images are downscaled and sent as small PNGs — the same vectors, a bounded input)."""
+        ready = [await asyncio.to_thread(prepare, data, self.limits) for data in files]
+        encoder = self.image_encoder if modality == "image" else self.audio_encoder
+        vecs = np.array(await _call_encoder(encoder.to_async.encode, [b64encode(b) for b in ready], modality),
+                        np.float32).reshape(len(files), -1)
+        if not np.all(np.isfinite(vecs)):
+            raise InputError(f"an {modality} input could not be encoded")
+        return vecs
+
     async def _encode_images(self, images: list[bytes]) -> np.ndarray:
-        """One encoder call for all images. Each is decoded (within the pixel budgets) and downscaled
-        here, and the encoder gets those small PNGs: the same vectors, a bounded input."""
         from encoders.media import image_for_encoder
 
-        small = [await asyncio.to_thread(image_for_encoder, data, self.limits) for data in images]
-        vecs = np.array(await _call_encoder(self.image_encoder.to_async.encode, [b64encode(b) for b in small],
-                                            "image"), np.float32).reshape(len(images), -1)
-        if not np.all(np.isfinite(vecs)):
-            raise InputError("an image could not be encoded")
-        return vecs
+        return await self._encode_files("image", images, image_for_encoder)
+
+    async def _encode_clips(self, clips: list[bytes]) -> np.ndarray:
+        return await self._encode_files("audio", clips, _checked_audio)
 
     async def _encode_image(self, data: bytes) -> np.ndarray:
         return (await self._encode_images([data]))[0]
-
-    async def _encode_clips(self, clips: list[bytes]) -> np.ndarray:
-        """One encoder call for all clips, each validated (rate, channels, length) here first."""
-        from encoders.media import decode_audio
-
-        for data in clips:
-            await asyncio.to_thread(decode_audio, data, self.limits)
-        vecs = np.array(await _call_encoder(self.audio_encoder.to_async.encode, [b64encode(b) for b in clips],
-                                            "audio"), np.float32).reshape(len(clips), -1)
-        if not np.all(np.isfinite(vecs)):
-            raise InputError("an audio clip could not be encoded")
-        return vecs
 
     async def _encode_audio(self, data: bytes) -> np.ndarray:
         return (await self._encode_clips([data]))[0]
