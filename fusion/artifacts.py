@@ -41,18 +41,21 @@ def save_model(model: "HybridModel", directory) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     with model._lock:  # a consistent state: no writer runs while we copy
-        users, items_pos, weights = [], [], []
+        users, items_pos, weights, times = [], [], [], []
         index = model._live_item_index()
         for u, uid in enumerate(model.user_ids):
+            when = model.pair_time.get(uid, {})
             for iid, w in model.positives[uid].items():
                 users.append(u)
                 items_pos.append(index[iid])
                 weights.append(w)
+                times.append(when.get(iid, 0.0))
         arrays = {**model.space.arrays(), **lightfm_state.state_arrays(model.lfm),
                   "codebook_centroids": model.codebook.centroids, "fused": model.fused,
                   "item_has_identity": np.asarray(model.item_has_identity, bool),
                   "pos_user": np.asarray(users, np.int64), "pos_item": np.asarray(items_pos, np.int64),
-                  "pos_weight": np.asarray(weights, np.float32)}
+                  "pos_weight": np.asarray(weights, np.float32), "pos_time": np.asarray(times, np.float64),
+                  "user_trained": np.array([uid in model.trained_users for uid in model.user_ids], bool)}
         if model.cold_map is not None:
             arrays.update(model.cold_map.arrays())
         for m in model.per_modality:
@@ -133,8 +136,16 @@ def load_model(directory, expected_encoders: dict[str, dict] | None = None) -> "
     model.user_fidx = FeatureIndex(meta["user_features"])
     model.user_ids = list(meta["user_ids"])
     model.positives = {uid: {} for uid in model.user_ids}
-    for u, i, w in zip(arrays["pos_user"], arrays["pos_item"], arrays["pos_weight"]):
-        model.positives[model.user_ids[u]][model.items[i].item_id] = float(w)
+    model.pair_time = {uid: {} for uid in model.user_ids}
+    # Artifacts saved before recency / fold-in existed carry no times (no decay) and no trained flags
+    # (every saved user counts as trained, which is how they were served then).
+    times = arrays.get("pos_time", np.zeros(len(arrays["pos_user"])))
+    for u, i, w, t in zip(arrays["pos_user"], arrays["pos_item"], arrays["pos_weight"], times):
+        uid, iid = model.user_ids[u], model.items[i].item_id
+        model.positives[uid][iid] = float(w)
+        model.pair_time[uid][iid] = float(t)
+    trained = arrays.get("user_trained", np.ones(len(model.user_ids), bool))
+    model.trained_users = {uid for uid, t in zip(model.user_ids, trained) if t}
     model.lfm = lightfm_state.restore(model_cfg, arrays)
     model.fit_seconds = float(meta.get("fit_seconds", 0.0))
     model.cold_map = ContentToCollab.from_arrays(arrays)

@@ -76,6 +76,7 @@ class _Snapshot:
     user_interest: np.ndarray  # (U, K) interest distribution from history
     item_index: dict  # item id -> row
     user_index: dict  # user id -> row
+    user_trained: np.ndarray  # (U,) bool: the user's row was in the interaction matrix at the last training run
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,43 @@ class ScoredQuery:
     liked: np.ndarray  # rows of the query's liked items
     interest: np.ndarray  # (K,) interest distribution of the query
     profile: np.ndarray | None  # unit shared-space taste vector, None without content
+
+
+@dataclass(frozen=True)
+class FreshEvent:
+    """An event the model has not trained on yet (read from the database at request time)."""
+
+    item_id: str
+    event: str
+    weight: float = 1.0
+    timestamp: float = 0.0
+
+
+@dataclass(frozen=True)
+class FoldIn:
+    """A user's trained vector combined with their fresh events (``HybridModel.fold_in``).
+
+    ``vector`` is scored like any LightFM user vector (``HybridModel.user_scores``): exact or
+    through the ANN indexes. ``base`` is the trained vector (None for a user the model never
+    trained on); ``rows`` / ``weights`` / ``ages`` the fresh events the vector folded in (signed,
+    recency-decayed weights summed per item; ``ages`` in seconds, of the newest event per item).
+    """
+
+    snapshot: "_Snapshot"
+    user_id: str
+    user_row: int | None
+    vector: np.ndarray
+    base: np.ndarray | None
+    rows: np.ndarray
+    weights: np.ndarray
+    ages: np.ndarray
+    events: tuple[str, ...]  # the newest event type per row
+    titles: tuple[str, ...]
+
+    @property
+    def personalised(self) -> bool:
+        """Whether anything about this user moved the vector (a trained row or a fresh event with weight)."""
+        return self.base is not None or bool(np.any(self.weights != 0))
 
 
 @dataclass(frozen=True)
@@ -118,6 +156,11 @@ class HybridModel:
         self.user_fidx = FeatureIndex()
         self.user_ids: list[str] = []
         self.positives: dict[str, dict[str, float]] = {}  # user -> item -> summed weight (> 0 only)
+        self.pair_time: dict[str, dict[str, float]] = {}  # user -> item -> newest event timestamp (positives)
+        self.trained_users: set[str] = set()  # users whose rows the last training runs saw
+        # Recency (model.recency_half_life_days): an event this many days older than the user's
+        # newest one trains at half weight; None = no decay. The serving config may override it.
+        self.recency_half_life_days: float | None = model_cfg.recency_half_life_days
         self.event_rules = DEFAULT_RULES  # what each event type means (config ``events``); see mixrec/events.py
         self.constant_groups: set[str] = set()
         self.lfm = lightfm_state.new_lightfm(model_cfg)
@@ -187,22 +230,33 @@ class HybridModel:
                 self.positives[r.user_id] = {}
                 self.user_ids.append(r.user_id)
             row = self.positives[r.user_id]
+            times = self.pair_time.setdefault(r.user_id, {})
             w = row.get(r.item_id, 0.0) + signed
             if w > 0:
                 row[r.item_id] = w
+                times[r.item_id] = max(times.get(r.item_id, 0.0), float(r.timestamp))
             else:  # net-negative feedback (a dislike) removes the positive: it never counts as a like
                 row.pop(r.item_id, None)
+                times.pop(r.item_id, None)
             touched.add(r.user_id)
         return touched
 
     def _interaction_matrix(self) -> sp.coo_matrix:
         index = self._live_item_index()
         rows, cols, vals = [], [], []
+        half_life = self.recency_half_life_days
         for u, uid in enumerate(self.user_ids):
-            for iid, w in self.positives[uid].items():
+            pos = self.positives[uid]
+            if half_life and pos:
+                times = self.pair_time.get(uid, {})
+                newest = max(times.values(), default=0.0)
+                decay = {iid: recency_decay(newest - times.get(iid, newest), half_life) for iid in pos}
+            else:
+                decay = None
+            for iid, w in pos.items():
                 rows.append(u)
                 cols.append(index[iid])
-                vals.append(w)
+                vals.append(w * decay[iid] if decay is not None else w)
         return sp.coo_matrix((np.asarray(vals, np.float32), (np.asarray(rows, np.int32), np.asarray(cols, np.int32))),
                              shape=(len(self.user_ids), len(self.items)))
 
@@ -314,6 +368,7 @@ class HybridModel:
             if epochs > 0 and coo.nnz:
                 self._trained_version += 1
                 self._run_epochs(ones, weights, user_x, item_x, epochs, progress)
+                self.trained_users = self.trained_users | {self.user_ids[u] for u in np.unique(coo.row)}
                 content_x = self._item_features(tokens, identity=[False] * len(self.items))
                 content_x.resize(item_x.shape)  # same columns: content rows never add a feature
                 self._fit_cold_map(content_x, item_x, np.asarray(inter.getnnz(axis=0)))
@@ -365,7 +420,8 @@ class HybridModel:
             user_feature_bias=np.asarray(user_b, np.float32), user_cluster_cols=cluster_cols, seen=seen,
             counts=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32), fused=self.fused,
             per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=assign, user_interest=interest,
-            item_index=cols.index, user_index={uid: u for u, uid in enumerate(self.user_ids)})
+            item_index=cols.index, user_index={uid: u for u, uid in enumerate(self.user_ids)},
+            user_trained=np.array([uid in self.trained_users for uid in self.user_ids], bool))
         self._item_x, self._user_x = item_x, user_x
 
     def _item_representations(self, item_x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -425,9 +481,10 @@ class HybridModel:
             self.masks = {m: v[keep] for m, v in self.masks.items()}
             self.fused = self.fused[keep]
             self._keep_item_state(keep)
-            for row in self.positives.values():
-                for iid in drop & row.keys():
-                    del row[iid]
+            for table in (self.positives, self.pair_time):
+                for row in table.values():
+                    for iid in drop & row.keys():
+                        del row[iid]
             self._refresh()
 
     def add_interactions(self, interactions: Iterable[Interaction]) -> None:
@@ -445,6 +502,8 @@ class HybridModel:
             if user_id not in self.positives:
                 raise UnknownUserError(f"unknown user {shown(user_id)}")
             del self.positives[user_id]
+            self.pair_time.pop(user_id, None)
+            self.trained_users = self.trained_users - {user_id}
             self.user_ids.remove(user_id)
             col = self.user_fidx.col(f"u:{user_id}")
             if col is not None:
@@ -516,13 +575,13 @@ class HybridModel:
         if isinstance(who, Query):
             return self._query_scores(snap, who)[0]
         u = self._user_row(snap, who)
-        return snap.item_repr @ snap.user_repr[u] + snap.item_bias
+        return user_scores(snap, snap.user_repr[u])
 
     def recommend(self, user_id: str, k: int = 10, exclude_seen: bool = True,
                   candidates: np.ndarray | None = None) -> list[Recommendation]:
         snap = self._snap
         u = self._user_row(snap, user_id)
-        scores = snap.item_repr @ snap.user_repr[u] + snap.item_bias
+        scores = user_scores(snap, snap.user_repr[u])
         exclude = snap.seen[u].indices if exclude_seen else np.zeros(0, np.int64)
         top = _top_k(scores, k, exclude, candidates)
         return self._recommendations(snap, top, scores[top], self.explain_rows(user_id, top, scores[top], snapshot=snap))
@@ -562,15 +621,98 @@ class HybridModel:
             parts = {n: np.asarray(v)[rows] for n, v in who.parts.items()}
             return [explain(snap, self.codebook, self.space, int(j), who.interest, who.profile, who.liked,
                             {n: float(v[i]) for n, v in parts.items()}) for i, j in enumerate(rows)]
+        if isinstance(who, FoldIn):
+            return self._explain_fold_in(who, rows, scores)
         snap = snapshot or self._snap
         u = self._user_row(snap, who)
         if scores is None:
-            scores = snap.item_repr[rows] @ snap.user_repr[u] + snap.item_bias[rows]
+            scores = user_scores(snap, snap.user_repr[u], rows)
         liked = snap.seen[u].indices
         profile = _profile(snap, liked, None)
         interest = snap.user_interest[u]
         return [explain(snap, self.codebook, self.space, int(j), interest, profile, liked, {"lightfm": float(s)})
                 for j, s in zip(rows, scores)]
+
+    def _explain_fold_in(self, fold: "FoldIn", rows: np.ndarray, scores: np.ndarray | None) -> list[dict]:
+        """Explanations for a folded-in user: the trained history and the fresh events both count as
+        liked items; a fresh event is named with its age, and ``components.fresh_events`` is how much
+        the fresh events moved this item's score."""
+        snap = fold.snapshot
+        if scores is None:
+            scores = user_scores(snap, fold.vector, rows)
+        history = snap.seen[fold.user_row].indices if fold.user_row is not None else np.zeros(0, np.int32)
+        pos = fold.weights > 0
+        liked = np.unique(np.concatenate([np.asarray(history, np.int64), fold.rows[pos]]))
+        fresh = {int(r): {"event": e, "seconds_ago": float(a), "title": t}
+                 for r, w, a, e, t in zip(fold.rows, fold.weights, fold.ages, fold.events, fold.titles) if w > 0}
+        trained = fold.base if fold.base is not None else np.zeros_like(fold.vector)
+        moved = snap.item_repr[rows] @ (fold.vector - trained)
+        if len(liked):
+            interest = history_interests(sp.csr_matrix((np.ones(len(liked)), (np.zeros(len(liked), np.int64), liked)),
+                                                       shape=(1, len(snap.item_ids))), snap.item_assign,
+                                         self.codebook.size)[0]
+        else:
+            interest = snap.user_interest[fold.user_row] if fold.user_row is not None else np.zeros(self.codebook.size)
+        profile = _profile(snap, liked, None)
+        return [explain(snap, self.codebook, self.space, int(j), interest, profile, liked,
+                        {"lightfm": float(s), "fresh_events": float(m)}, fresh=fresh)
+                for j, s, m in zip(rows, scores, moved)]
+
+    def fold_in(self, user_id: str, fresh: Sequence[FreshEvent], now: float | None = None,
+                prior: float = 1.0) -> FoldIn:
+        """The user's vector with ``fresh`` events (not trained on yet) folded in, over the current snapshot.
+
+        Positive events pull the vector toward the neighbour fold-in of the items (the overlap-
+        weighted mean of the vectors of users who liked them: ``recommend_by_query``'s path for
+        liked items); the mix is ``a = W / (W + prior)`` with ``W`` the fresh positive weight, so
+        ``prior`` is how many fresh likes weigh as much as the trained vector (a user with no
+        trained vector is served from the fresh events alone). Negative events push the vector
+        away from the disliked items' representations, which lowers those items and their close
+        neighbours. Every weight is the event rule's signed weight times the recency decay
+        (``recency_half_life_days``, age measured from ``now``).
+        """
+        snap = self._snap
+        now = time.time() if now is None else float(now)
+        u = snap.user_index.get(user_id)
+        base = snap.user_repr[u] if u is not None and snap.user_trained[u] else None
+        index = snap.item_index
+        agg: dict[int, list] = {}  # row -> [signed weight, age of newest, newest event type, newest ts]
+        for ev in fresh:
+            j = index.get(ev.item_id)
+            if j is None:
+                continue
+            age = max(now - float(ev.timestamp), 0.0)
+            w = signed_weight(self.event_rules, ev.event, ev.weight) * recency_decay(age, self.recency_half_life_days)
+            cur = agg.get(j)
+            if cur is None:
+                agg[j] = [w, age, ev.event, float(ev.timestamp)]
+            else:
+                cur[0] += w
+                if float(ev.timestamp) >= cur[3]:
+                    cur[1:] = [age, ev.event, float(ev.timestamp)]
+        rows = np.fromiter(agg, np.int64, len(agg))
+        weights = np.array([v[0] for v in agg.values()], np.float64)
+        ages = np.array([v[1] for v in agg.values()], np.float64)
+        events = tuple(v[2] for v in agg.values())
+        cols = self._columns()
+        titles = tuple(self.items[cols.index[snap.item_ids[j]]].title if snap.item_ids[j] in cols.index else
+                       snap.item_ids[j] for j in rows)
+        k = snap.item_repr.shape[1]
+        vector = np.zeros(k, np.float32) if base is None else np.asarray(base, np.float32)
+        pos = weights > 0
+        if pos.any():
+            pulled = _neighbour_vector(snap, rows[pos], weights[pos])
+            if pulled is not None:
+                total = float(weights[pos].sum())
+                a = 1.0 if base is None else total / (total + max(prior, 1e-9))
+                vector = (1.0 - a) * vector + a * pulled
+        neg = weights < 0
+        if neg.any():
+            reps = snap.item_repr[rows[neg]]
+            units = reps / np.maximum(np.linalg.norm(reps, axis=1, keepdims=True), 1e-12)
+            scale = max(float(np.linalg.norm(vector)), float(np.mean(np.linalg.norm(reps, axis=1))), 1e-6)
+            vector = vector - NEGATIVE_PUSH * scale * (-weights[neg]) @ units
+        return FoldIn(snap, user_id, u, np.asarray(vector, np.float32), base, rows, weights, ages, events, titles)
 
     def query_components(self, query: Query) -> dict[str, np.ndarray]:
         return self._query_scores(self._snap, query)[1]
@@ -600,16 +742,13 @@ class HybridModel:
         w = top.weights[0] * (cols >= 0)
         if w.sum() > 0:  # only when users carry interest-token features (FeatureWeights.user_interests)
             u = (w[:, None] * snap.user_feature_emb[np.maximum(cols, 0)]).sum(axis=0) / w.sum()
-            parts["lightfm"] = snap.item_repr @ u + snap.item_bias
+            parts["lightfm"] = user_scores(snap, u)
         if seeds is not None:
             idx, sw = seeds
             parts["liked"] = snap.item_repr @ (sw @ snap.item_repr[idx] / sw.sum())
-            overlap = (snap.seen[:, idx] @ sw) ** NEIGHBOUR_POWER
-            if overlap.sum() > 0:
-                # Fold-in through neighbours: the overlap-weighted mean of the LightFM vectors of
-                # known users who liked the same items (stays in the space LightFM trained users in).
-                u = overlap @ snap.user_repr / overlap.sum()
-                parts["neighbours"] = snap.item_repr @ u + snap.item_bias
+            u = _neighbour_vector(snap, idx, sw)
+            if u is not None:
+                parts["neighbours"] = user_scores(snap, u)
             parts["cooccurrence"], parts["association"] = cooccurrence_scores(snap.seen, idx, snap.counts, sw)
         if profile is not None:
             # Sharpened cosine (softmax-like, at the codebook temperature): after standardising, a
@@ -725,6 +864,41 @@ def _profile(snap: _Snapshot, liked: np.ndarray, qvec: np.ndarray | None) -> np.
     n = np.linalg.norm(v)
     return (v / n).astype(np.float32) if n > 0 else None
 
+
+def user_scores(snap: _Snapshot, vector: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """LightFM scores of a user vector over the snapshot's items (``rows`` only when given): the one
+    place ``item_repr @ user + item_bias`` is computed (the ANN indexes hold [repr, bias] for [user, 1])."""
+    if rows is None:
+        return snap.item_repr @ vector + snap.item_bias
+    return snap.item_repr[rows] @ vector + snap.item_bias[rows]
+
+
+def _neighbour_vector(snap: _Snapshot, rows: np.ndarray, weights: np.ndarray) -> np.ndarray | None:
+    """Fold-in through neighbours: the overlap-weighted mean of the LightFM vectors of known users
+    who liked items ``rows`` (weights ``weights``); stays in the space LightFM trained users in.
+    None when nobody else liked them."""
+    overlap = (snap.seen[:, rows] @ np.asarray(weights, np.float64)) ** NEIGHBOUR_POWER
+    total = overlap.sum()
+    if total <= 0:
+        return None
+    return (overlap @ snap.user_repr / total).astype(np.float32)
+
+
+MIN_DECAY = 0.01  # an old event still counts a little: weights never reach zero
+
+
+def recency_decay(age, half_life: float | None):
+    """``0.5 ** (age / half_life)`` (floored at MIN_DECAY); ``age`` in seconds, ``half_life`` in days;
+    1 when ``half_life`` is None (no decay)."""
+    if not half_life:
+        return 1.0 if np.isscalar(age) else np.ones_like(np.asarray(age, np.float64))
+    d = np.maximum(0.5 ** (np.asarray(age, np.float64) / (half_life * 86400.0)), MIN_DECAY)
+    return float(d) if np.isscalar(age) else d
+
+
+# How hard a negative event pushes the user vector away from the item's representation, in units
+# of the vector's length per unit of event weight (not tuned: MovieLens has no negative events).
+NEGATIVE_PUSH = 0.5
 
 # Neighbour weight = overlap ** power: users sharing more of the liked items count more
 # (MovieLens validation NDCG@10: 0.477 at power 1, 0.487 at 2, 0.486 at 3).

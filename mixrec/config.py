@@ -127,6 +127,10 @@ class ModelConfig(_Strict):
     max_sampled: int = Field(10, ge=1)
     num_threads: int = Field(2, ge=1)
     seed: int = 0
+    # Recency: an event this many days older than the user's newest trains (and folds in) at half
+    # weight; None = no decay. 180: best fold-in NDCG@10 on ml-100k validation users among none / 1 / 7 /
+    # 30 / 180 days (bench/fresh_feedback.py, BENCHMARKS.md; the margin over none is within run noise).
+    recency_half_life_days: float | None = Field(180.0, gt=0)
 
 
 class StorageConfig(_Strict):
@@ -179,6 +183,11 @@ class ServingConfig(_Strict):
     ann_threshold: int = Field(50_000, ge=1)  # exact scoring below, faiss HNSW above
     update_every: int = Field(200, ge=0)  # fit_partial after this many new events (0 = only on demand)
     update_epochs: int = Field(2, ge=1)
+    # Fold-in at request time (services/engine.py): recommend reads the user's newest events the model
+    # has not trained on (at most fold_in_events; 0 turns it off) and folds them into the user's
+    # vector; fold_in_prior = how many fresh likes weigh as much as the trained vector.
+    fold_in_events: int = Field(50, ge=0, le=1000)
+    fold_in_prior: float = Field(2.0, gt=0)  # ml-100k validation users: best NDCG@10 at 2 (bench/fresh_feedback.py)
     sync_interval_s: float = Field(5.0, gt=0)  # replicas poll the database for others' writes
     workers: int = Field(1, ge=1, le=64)
     timeout_s: int = Field(120, ge=1)

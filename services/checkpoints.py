@@ -124,7 +124,10 @@ def _mismatch(pointer: dict, marks: dict[str, int], database_id: str | None,
     saved = pointer.get("database_id")
     if saved is not None and database_id is not None and saved != database_id:
         return f"it was taken against database {saved}, this is {database_id}"
-    beyond = {k: (v, high_water_marks.get(k, 0)) for k, v in marks.items() if v > high_water_marks.get(k, 0)}
+    # "trained_events" (what the last fit_partial covered) is a mark in the events log.
+    log_of = {"trained_events": "events"}
+    beyond = {k: (v, high_water_marks.get(log_of.get(k, k), 0)) for k, v in marks.items()
+              if v > high_water_marks.get(log_of.get(k, k), 0)}
     if beyond:
         return f"its watermarks are beyond anything this database issued: {beyond}"
     return None

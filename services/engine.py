@@ -27,7 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from fusion.hybrid import HybridModel, UnknownItemError, UnknownUserError
+from fusion.hybrid import FreshEvent, HybridModel, UnknownItemError, UnknownUserError, user_scores
 from fusion.query import Query
 from mixrec.catalog import Interaction, Item
 from mixrec.config import ITEM_TYPES, MODALITIES, MixrecConfig
@@ -82,12 +82,17 @@ class RecommenderEngine:
         self.cfg = cfg
         self.model = model
         self.model.event_rules = cfg.events  # the serving config says what each event type means
+        self.model.recency_half_life_days = cfg.model.recency_half_life_days  # and how fast events age
         self.store = store
         self.media = media
         marks = watermarks or {}
         self.event_mark = int(marks.get("events", 0))
         self.change_mark = int(marks.get("changes", 0))
         self.forget_mark = int(marks.get("forgotten", 0))
+        # Events with ids up to trained_mark were in the model when its embeddings were last trained
+        # (the event_mark when the last fit_partial started); the rest are folded in at request time.
+        # 0 after a start from the trained artifacts: every stored event is newer than them.
+        self.trained_mark = int(marks.get("trained_events", 0))
         self.pending_events = 0
         self.updates_done = 0
         self.last_update_seconds: float | None = None
@@ -270,9 +275,10 @@ class RecommenderEngine:
 
     def _run_update(self, epochs: int | None) -> None:
         t0 = time.perf_counter()
-        pending = self.pending_events
+        pending, covered = self.pending_events, self.event_mark
         self.model.fit_partial(epochs=epochs or self.cfg.serving.update_epochs)
         self.pending_events = max(0, self.pending_events - pending)
+        self.trained_mark = max(self.trained_mark, covered)
         self.updates_done += 1
         self.last_update_seconds = round(time.perf_counter() - t0, 3)
         self.checkpoint()
@@ -280,7 +286,8 @@ class RecommenderEngine:
     def checkpoint(self) -> None:
         """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py)."""
         with self._sync_lock:
-            marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark}
+            marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
+                     "trained_events": self.trained_mark}
             self.checkpoints.save(self.model, marks, self.store.database_id)
 
     def _after_commit(self, what: str, checkpoint: bool = False) -> bool:
@@ -392,28 +399,59 @@ class RecommenderEngine:
             out.append(entry)
         return out
 
-    def recommend(self, user_id: str, opts: Options, exclude_seen: bool = True) -> dict:
+    def recommend(self, user_id: str, opts: Options, exclude_seen: bool = True, cold: bool = False) -> dict:
+        """Top-k for a user: the trained vector with the user's fresh events folded in (``_fold_in``).
+
+        A user with no events at all is a 404 suggesting ``recommend_by_query``, or with ``cold``
+        the most popular items flagged ``cold: true``.
+        """
         self._check_k(opts.k)
-        snap = self.model.snapshot
-        u = snap.user_index.get(user_id)
-        if u is None:
-            raise NotFoundError(f"unknown user {shown(user_id)}: no interactions yet — use recommend_by_query "
-                           "or send feedback first")
+        fold = self._fold_in(user_id)
+        snap = fold.snapshot
+        if not fold.personalised and fold.user_row is None and not len(fold.rows):
+            if not cold:
+                raise NotFoundError(f"unknown user {shown(user_id)}: no interactions yet — use recommend_by_query "
+                                    "or send feedback first (or ask with cold: true for popular items)")
+            return self._popular(snap, user_id, opts, exclude_seen)
+        u = fold.user_row
         types, pool = self._plan(opts)
         meta = self._meta(snap)
         exclude = self._exclude_rows(snap, u, user_id, opts.exclude_item_ids, exclude_seen)
         allowed = self._allowed(snap, meta, opts, exclude)
-        user = snap.user_repr[u]
+        user = fold.vector
         cand = self._ann_candidates(snap, meta, user, allowed, types, pool, len(exclude), bool(opts.tags))
         if cand is None:
-            scores = snap.item_repr @ user + snap.item_bias
+            scores = user_scores(snap, user)
             cand = exact_candidates(scores, meta, allowed, types, pool)
             cand_scores = scores[cand]
         else:
-            cand_scores = snap.item_repr[cand] @ user + snap.item_bias[cand]
+            cand_scores = user_scores(snap, user, cand)
         rows, sc = self._rank(snap, meta, cand, cand_scores, opts)
-        expl = self.model.explain_rows(user_id, rows, sc, snapshot=snap) if opts.explain and len(rows) else None
-        return {"user_id": user_id, "items": self._respond(meta, rows, sc, expl)}
+        expl = self.model.explain_rows(fold, rows, sc) if opts.explain and len(rows) else None
+        return {"user_id": user_id, "items": self._respond(meta, rows, sc, expl),
+                "fresh_events": int(len(fold.rows)), "cold": False}
+
+    def _fold_in(self, user_id: str):
+        """The user's newest events above the trained watermark (at most ``serving.fold_in_events``),
+        folded into their vector by the model (fusion.hybrid ``HybridModel.fold_in``)."""
+        n = self.cfg.serving.fold_in_events
+        fresh = []
+        if n:
+            fresh = [FreshEvent(e.item_id, e.event, e.weight, e.timestamp) for e in
+                     self.store.interactions(since_id=self.trained_mark, user_id=user_id, limit=n, newest_first=True)]
+        return self.model.fold_in(user_id, fresh, now=time.time(), prior=self.cfg.serving.fold_in_prior)
+
+    def _popular(self, snap, user_id: str, opts: Options, exclude_seen: bool) -> dict:
+        """Most-interacted items for a user the service knows nothing about (``cold: true``)."""
+        types, pool = self._plan(opts)
+        meta = self._meta(snap)
+        allowed = self._allowed(snap, meta, opts, self._exclude_rows(snap, None, user_id, opts.exclude_item_ids,
+                                                                     exclude_seen))
+        scores = np.log1p(snap.counts) + 1e-6 * snap.item_bias  # ties (no interactions) by the model's prior
+        cand = exact_candidates(scores, meta, allowed, types, pool)
+        rows, sc = self._rank(snap, meta, cand, scores[cand], opts)
+        expl = [{"popularity": int(snap.counts[r])} for r in rows] if opts.explain else None
+        return {"user_id": user_id, "items": self._respond(meta, rows, sc, expl), "fresh_events": 0, "cold": True}
 
     def _ann_candidates(self, snap, meta: SnapshotMeta, user: np.ndarray, allowed: np.ndarray, types: list[int],
                         pool: int, n_excluded: int, tags_filtered: bool) -> np.ndarray | None:
@@ -556,6 +594,7 @@ class RecommenderEngine:
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "pending_events": self.pending_events, "updates_done": self.updates_done,
                       "last_update_seconds": self.last_update_seconds},
-            "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark},
+            "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
+                           "trained_events": self.trained_mark},
             "sync_failures": self.sync_failures,
         }

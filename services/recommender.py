@@ -291,10 +291,14 @@ class Recommender:
     async def recommend(self, user_id: str = Field(pattern=ID_PATTERN), k: int = 10,
                         types: list[ItemType] | None = None, tags: Tags | None = None, mix: MixParam = None,
                         exclude_seen: bool = True, exclude_item_ids: ItemIds | None = None,
-                        diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True) -> dict:
-        """Top-k items for a known user, with per-type mix, filters, exclusion of seen items and diversity."""
+                        diversity: float = Field(0.0, ge=0.0, le=1.0), explain: bool = True,
+                        cold: bool = False) -> dict:
+        """Top-k items for a user, with per-type mix, filters, exclusion of seen items and diversity.
+
+        The user's events since the last model update count at once (fold-in). A user with no events
+        at all is a 404, or with ``cold: true`` the most popular items, answered with ``cold: true``."""
         opts = _options(k, types, tags, mix, exclude_item_ids, diversity, explain)
-        return await asyncio.to_thread(self.engine.recommend, user_id, opts, exclude_seen)
+        return await asyncio.to_thread(self.engine.recommend, user_id, opts, exclude_seen, cold)
 
     @bentoml.api
     @api_errors

@@ -34,6 +34,7 @@ class RankingOptions(_In):
 class RecommendRequest(RankingOptions):
     user_id: str = Field(pattern=ID_PATTERN)
     exclude_seen: bool = True
+    cold: bool = Field(False, description="for a user with no events: popular items flagged cold: true instead of a 404")
 
 
 class EventIn(_In):

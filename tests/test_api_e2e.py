@@ -244,3 +244,22 @@ def test_api_key_auth(tiny_demo, tmp_path, demo):
         good = httpx.post(f"{srv.url}/recommend", json=body, timeout=60,
                           headers={"Authorization": "Bearer s3cret-key"})
         assert good.status_code == 200, good.text
+
+
+def test_fresh_likes_count_at_once_and_unknown_users_are_404_or_cold(client, demo):
+    """Issue 14 over HTTP: a new user's likes change the next recommend without update_model."""
+    audio = [it.item_id for it in demo["items"] if it.type == "audio"][:3]
+    r = client.post("/feedback", json={"events": [{"user_id": "fresh-e2e", "item_id": i, "event": "like"}
+                                                  for i in audio]})
+    assert r.status_code == 200, r.text
+    r = client.post("/recommend", json={"user_id": "fresh-e2e", "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fresh_events"] == 3 and body["cold"] is False
+    assert not set(audio) & {i["item_id"] for i in body["items"]}
+    reasons = [i["explanation"].get("because", "") for i in body["items"]]
+    assert any(x.startswith("because you liked '") and x.endswith("just now") for x in reasons), reasons
+    r = client.post("/recommend", json={"user_id": "never-seen-e2e", "k": 3})
+    assert r.status_code == 404 and "recommend_by_query" in r.json()["error"]["message"]
+    r = client.post("/recommend", json={"user_id": "never-seen-e2e", "k": 3, "cold": True})
+    assert r.status_code == 200 and r.json()["cold"] is True and len(r.json()["items"]) == 3

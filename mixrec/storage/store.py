@@ -524,9 +524,10 @@ class CatalogStore:
         return ids
 
     def interactions(self, since_id: int | None = None, limit: int | None = None,
-                     user_id: str | None = None) -> list[StoredInteraction]:
-        """Stored interactions with id > ``since_id``, oldest first."""
-        q = select(InteractionRow).order_by(InteractionRow.id)
+                     user_id: str | None = None, newest_first: bool = False) -> list[StoredInteraction]:
+        """Stored interactions with id > ``since_id``, oldest first (newest first when asked: with
+        ``limit``, the newest ``limit`` ones)."""
+        q = select(InteractionRow).order_by(InteractionRow.id.desc() if newest_first else InteractionRow.id)
         if since_id is not None:
             q = q.where(InteractionRow.id > since_id)
         if user_id is not None:
