@@ -10,7 +10,13 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test bench clean
+# Ship it (README "Ship it"): OCI image without a Docker daemon. This machine's podman needs
+# runc (crun cannot set up its hybrid cgroups) and ulimits within the container's own limits.
+export MIXREC_PODMAN_RUNTIME ?= runc
+export MIXREC_PODMAN_OPTS ?= --ulimit=nofile=8192:8192 --ulimit=nproc=8192:8192
+IMAGE_TOOLS := buildah podman skopeo runc mmdebstrap docker-registry
+
+.PHONY: venv demo test bench clean image-tools base-image image image-test
 
 venv: $(STAMP)
 
@@ -32,6 +38,24 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/encoders.py --config $(CONFIG)
+
+# Debian packages for daemonless builds (root): buildah, podman, skopeo, mmdebstrap, docker-registry.
+image-tools:
+	@missing=""; for t in buildah podman skopeo runc mmdebstrap docker-registry; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then echo "installing:$$missing"; apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(IMAGE_TOOLS); fi
+
+# The local base image (Debian bookworm + Python 3.11 from Debian packages), once per machine.
+base-image: image-tools
+	podman image exists localhost/mixrec-base:bookworm-py3.11 || bash deploy/base-image.sh
+
+# The whole path by hand: demo Bento -> image -> throwaway loopback registry -> push -> pull -> run.
+image: $(STAMP) base-image
+	bash deploy/ship-demo.sh
+
+# The same path as a test (not part of `make test`: ~6 GB image, see BENCHMARKS.md for its time).
+image-test: $(STAMP) base-image
+	$(PY) -m pytest -q -m image tests/test_image.py -s
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
