@@ -86,24 +86,31 @@ def bento_base_image(bento_tag: str) -> str | None:
 def wheelhouse(bento_tag: str, echo: Echo, cache_dir: Path | None = None) -> Path:
     """A directory of wheels for everything the Bento's requirements.txt resolves to.
 
-    Made once per requirements file (cached under ``cache_dir``, default
-    ``$MIXREC_WHEELHOUSE_CACHE`` or ``~/.cache/mixrec/wheelhouse``) by ``pip wheel``, which
-    sees this machine's pip configuration (local indexes, find-links, proxy CA) and builds
-    the packages that ship only as sources (lightfm-next) on the host, so the image needs
-    no compiler.
+    Made by ``pip wheel`` on the host, which sees this machine's pip configuration (local
+    indexes, find-links, proxy CA) and builds the packages that need compiling (lightfm-next
+    1.19 ships no wheel; 1.18.7's manylinux wheel does not import on glibc >= 2.31) on the
+    host, so the image needs no compiler. The versions are constrained to this environment's
+    ``pip freeze``: the image runs exactly the package versions mixrec was tested with here.
+    Cached under ``cache_dir`` (default ``$MIXREC_WHEELHOUSE_CACHE`` or
+    ``~/.cache/mixrec/wheelhouse``) per requirements + constraints.
     """
     req = bento_path(bento_tag) / "env" / "python" / "requirements.txt"
-    key = hashlib.sha256(req.read_bytes()).hexdigest()[:16]
+    frozen = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"], capture_output=True,
+                            text=True, check=True).stdout
+    constraints = "".join(line + "\n" for line in frozen.splitlines() if line and " @ " not in line
+                          and not line.startswith(("-e", "#")))
+    key = hashlib.sha256(req.read_bytes() + b"\0" + constraints.encode()).hexdigest()[:16]
     root = Path(cache_dir or os.environ.get("MIXREC_WHEELHOUSE_CACHE") or "~/.cache/mixrec/wheelhouse").expanduser()
     dest = root / key
     if (dest / ".complete").exists():
-        echo(f"wheelhouse {dest} (cached for this requirements.txt)")
+        echo(f"wheelhouse {dest} (cached for these requirements and constraints)")
         return dest
     partial = root / f"{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    _run([sys.executable, "-m", "pip", "wheel", "--prefer-binary", "--progress-bar", "off",
-          "--wheel-dir", str(partial), "-r", str(req)], echo, what="pip wheel (wheelhouse)")
+    (partial / "constraints.txt").write_text(constraints)
+    _run([sys.executable, "-m", "pip", "wheel", "--progress-bar", "off", "--wheel-dir", str(partial),
+          "-r", str(req), "-c", str(partial / "constraints.txt")], echo, what="pip wheel (wheelhouse)")
     (partial / ".complete").write_text(req.read_text())
     shutil.rmtree(dest, ignore_errors=True)
     partial.rename(dest)
@@ -139,7 +146,8 @@ def build(bento_tag: str, image_tag: str, echo: Echo, *, layers: bool = True, ca
             raise ImageError(f"the Bento {bento_tag} is built on {base}, which is not in containers-storage: "
                              "make it with deploy/base-image.sh (or `make base-image`)")
         wh = wheelhouse(bento_tag, echo, cache_dir)
-        opts += ["--opt", f"volume={wh}:{WHEELHOUSE_MOUNT}:ro"]
+        # the key busts buildah's layer cache when the wheelhouse changes (deploy/Dockerfile.j2)
+        opts += ["--opt", f"volume={wh}:{WHEELHOUSE_MOUNT}:ro", "--opt", f"build-arg=MIXREC_WHEELHOUSE={wh.name}"]
     t0 = time.perf_counter()
     # containerize copies the Bento to a temp dir and re-renders the Dockerfile there; BentoML
     # then refuses a dockerfile_template outside the current directory, so run it from the temp root.
