@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from mixrec.catalog import read_interactions
 from mixrec.process_tree import ProcessTree
@@ -122,7 +123,11 @@ def test_bento_image_pushed_pulled_and_run_answers_like_bentoml_serve(tiny_demo,
 
     # reference: the same Bento under bentoml serve, its own state
     serve_state = tmp_path / "serve-state"
-    serve_env = {**tiny_demo.env(), "MIXREC_CONFIG": str(tiny_demo.bentoml_home / "bentos/mixrec" / version / "src/configs/bento.yaml"),
+    bento_dir = tiny_demo.bentoml_home / "bentos/mixrec" / version
+    bento_info = yaml.safe_load((bento_dir / "bento.yaml").read_text())
+    frozen_env = {e["name"]: e["value"] for e in bento_info["envs"] if e["name"].startswith("MIXREC__ENCODERS__")}
+    assert set(frozen_env) == {"MIXREC__ENCODERS__IMAGE__WEIGHTS", "MIXREC__ENCODERS__AUDIO__WEIGHTS"}
+    serve_env = {**tiny_demo.env(), **frozen_env, "MIXREC_CONFIG": str(bento_dir / "src/configs/bento.yaml"),
                  "MIXREC__STORAGE__URL": f"sqlite:///{serve_state}/mixrec.db",
                  "MIXREC__STORAGE__MEDIA_DIR": str(serve_state / "media"),
                  "MIXREC__SERVING__STATE_DIR": str(serve_state / "model")}
@@ -154,6 +159,10 @@ def test_bento_image_pushed_pulled_and_run_answers_like_bentoml_serve(tiny_demo,
                        "--name", container, "--timeout", "600"], env, 2400, log)
         timings["pull + run to /readyz"] = time.perf_counter() - t0
         got = _answers(f"http://127.0.0.1:{port}", user)
+        # the container's encoders load the weights the Bento carries, not a seed
+        info = httpx.post(f"http://127.0.0.1:{port}/info", json={}, timeout=60).json()["encoders"]
+        assert info["image"]["weights"] == frozen_env["MIXREC__ENCODERS__IMAGE__WEIGHTS"]
+        assert info["audio"]["weights"] == frozen_env["MIXREC__ENCODERS__AUDIO__WEIGHTS"]
         _same(got["recommend"], expected["recommend"])
         _same(got["recommend_by_query"], expected["recommend_by_query"])
         assert (state / "mixrec.db").is_file()  # state went to the volume

@@ -1,0 +1,106 @@
+"""Fast checks of the "Ship it" pieces that need no image builder: derived bentofiles, registry
+rules, and the probe vectors that frozen encoder weights must reproduce (encoders/fingerprint.py).
+The full build -> push -> pull -> run path is tests/test_image.py (make image-test)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from mixrec import image, packaging
+from mixrec.config import load_config
+from server_harness import REPO_ROOT
+
+
+def test_public_base_without_frozen_weights_builds_with_the_committed_bentofile():
+    assert packaging.derived_bentofile("public", {}) == packaging.BENTOFILE
+
+
+def test_local_base_installs_only_from_the_build_time_wheelhouse(tmp_path):
+    committed = yaml.safe_load(packaging.BENTOFILE.read_text())
+    spec = yaml.safe_load(packaging.derived_bentofile("local", {}, out_dir=tmp_path).read_text())
+    assert spec["docker"] == {"base_image": packaging.LOCAL_BASE_IMAGE, "python_version": "3.11",
+                              "dockerfile_template": packaging.DOCKERFILE_TEMPLATE}
+    assert (REPO_ROOT / packaging.DOCKERFILE_TEMPLATE).is_file()
+    assert spec["python"]["no_index"] is True and spec["python"]["find_links"] == [packaging.WHEELHOUSE_MOUNT]
+    assert spec["python"]["packages"] == committed["python"]["packages"]
+    assert spec["models"] == committed["models"] and spec["envs"] == committed["envs"]
+
+
+def test_frozen_encoder_weights_are_packaged_and_configured(tmp_path):
+    frozen = {"image": "mixrec-tiny-clip:abc", "audio": "mixrec-tiny-clap:def"}
+    spec = yaml.safe_load(packaging.derived_bentofile("public", frozen, out_dir=tmp_path).read_text())
+    assert spec["models"][0] == "mixrec-hybrid:latest"
+    assert set(spec["models"][1:]) == set(frozen.values())
+    envs = {e["name"]: e["value"] for e in spec["envs"]}
+    assert envs["MIXREC__ENCODERS__IMAGE__WEIGHTS"] == "bentoml:mixrec-tiny-clip:abc"
+    assert envs["MIXREC__ENCODERS__AUDIO__WEIGHTS"] == "bentoml:mixrec-tiny-clap:def"
+    assert "docker" not in spec or "base_image" not in spec["docker"]
+
+
+def test_unknown_base_is_refused(tmp_path):
+    with pytest.raises(packaging.PackagingError):
+        packaging.derived_bentofile("two words", {}, out_dir=tmp_path)
+
+
+@pytest.mark.parametrize("ref,host,loopback", [
+    ("127.0.0.1:5000/mixrec:1", "127.0.0.1:5000", True),
+    ("localhost:5000/mixrec:1", "localhost:5000", True),
+    ("docker://[::1]:5000/mixrec:1", "[::1]:5000", True),
+    ("ghcr.io/acme/mixrec:1", "ghcr.io", False),
+    ("acme/mixrec:1", "docker.io", False),
+    ("10.0.0.5:5000/mixrec:1", "10.0.0.5:5000", False),
+])
+def test_registry_host_and_loopback(ref, host, loopback):
+    assert image.registry_host(ref) == host
+    assert image.is_loopback(image.registry_host(ref)) is loopback
+
+
+def test_insecure_only_for_loopback_registries():
+    assert image._tls_args("ghcr.io/acme/mixrec:1", insecure=False) == ["--tls-verify=true"]
+    assert image._tls_args("127.0.0.1:5000/m:1", insecure=True) == ["--tls-verify=false"]
+    with pytest.raises(image.ImageError, match="loopback"):
+        image._tls_args("registry.example.com/mixrec:1", insecure=True)
+
+
+def test_explicit_credentials_go_to_a_private_auth_file_not_argv(tmp_path):
+    args = image._auth_args("ghcr.io/acme/m:1", "ci", "s3cret", None, tmp_path)
+    assert args == ["--authfile", str(tmp_path / "auth.json")] and "s3cret" not in " ".join(args)
+    auth = json.loads((tmp_path / "auth.json").read_text())["auths"]["ghcr.io"]["auth"]
+    assert auth and (tmp_path / "auth.json").stat().st_mode & 0o077 == 0
+    with pytest.raises(image.ImageError):
+        image._auth_args("ghcr.io/acme/m:1", "ci", None, None, tmp_path)
+
+
+def test_missing_builder_is_named(monkeypatch):
+    monkeypatch.setattr(image.shutil, "which", lambda tool: None)
+    with pytest.raises(image.ImageError, match="buildah is not installed.*apt-get install buildah"):
+        image.require("buildah", "mixrec image build")
+
+
+@pytest.mark.slow
+def test_saved_weights_must_reproduce_their_probe_vectors(tmp_path):
+    from encoders.errors import EncoderConfigError
+    from encoders.fingerprint import PROBE_FILE, write_probe
+    from encoders.registry import build_encoder
+
+    cfg = load_config(REPO_ROOT / "configs/offline.yaml", environ={})
+    img_cfg = cfg.encoders.image.model_copy(update={"device": "cpu", "fp16": False})
+    assert img_cfg.weights == "random"
+    enc = build_encoder(img_cfg, cfg.limits)
+    d = tmp_path / "weights"
+    enc.save(d)
+    write_probe(d, enc)
+
+    loaded = build_encoder(img_cfg.model_copy(update={"weights": f"local:{d}"}), cfg.limits)
+    from encoders.fingerprint import probe_inputs
+    np.testing.assert_allclose(loaded.encode(probe_inputs("image")), enc.encode(probe_inputs("image")), atol=1e-6)
+
+    saved = json.loads((d / PROBE_FILE).read_text())
+    saved["vectors"]["encode"][0][0] += 0.05  # as if the weights had been made by another torch build
+    (d / PROBE_FILE).write_text(json.dumps(saved))
+    with pytest.raises(EncoderConfigError, match="refuses to start"):
+        build_encoder(img_cfg.model_copy(update={"weights": f"local:{d}"}), cfg.limits)
