@@ -134,13 +134,15 @@ class BuiltImage:
 
 
 def build(bento_tag: str, image_tag: str, echo: Echo, *, layers: bool = True, cache_dir: Path | None = None,
-          timeout_s: float = 3600) -> BuiltImage:
+          timeout_s: float = 3600, no_cache: bool = False) -> BuiltImage:
     """``bentoml containerize --backend buildah`` the Bento into ``image_tag`` (containers-storage)."""
     require("buildah", "mixrec image build")
     base = bento_base_image(bento_tag)
     opts = ["--opt", "isolation=chroot"]
     if layers:
         opts += ["--opt", "layers"]
+    if no_cache:  # build every step again (and refresh the layer cache)
+        opts += ["--opt", "no-cache"]
     if base:  # built with `mixrec build --base local|REF`: offline install from the wheelhouse
         if base == LOCAL_BASE_IMAGE and not image_exists(base):
             raise ImageError(f"the Bento {bento_tag} is built on {base}, which is not in containers-storage: "

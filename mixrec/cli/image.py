@@ -43,7 +43,8 @@ def _latest_bento() -> str:
 def build_command(
     bento: str = typer.Argument(None, help="Bento tag (default: the newest mixrec Bento)"),
     tag: str = typer.Option(None, "--tag", "-t", help="Image tag (default: localhost/mixrec:<bento version>)"),
-    layers: bool = typer.Option(True, "--layers/--no-layers", help="Reuse buildah's layer cache"),
+    layers: bool = typer.Option(True, "--layers/--no-layers", help="Keep and reuse buildah's layer cache"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Run every step again (a cold build); refreshes the cache"),
     wheelhouse_cache: Path = typer.Option(None, "--wheelhouse-cache", envvar="MIXREC_WHEELHOUSE_CACHE",
                                           help="Where wheelhouses are cached (default ~/.cache/mixrec/wheelhouse)"),
 ) -> None:
@@ -54,7 +55,7 @@ def build_command(
     tag = tag or f"localhost/mixrec:{bento.split(':', 1)[1]}"
     console.rule(f"[bold cyan]image build: {bento} -> {tag}", align="left")
     try:
-        built = image.build(bento, tag, _echo, layers=layers, cache_dir=wheelhouse_cache)
+        built = image.build(bento, tag, _echo, layers=layers, cache_dir=wheelhouse_cache, no_cache=no_cache)
     except image.ImageError as e:
         _fail(str(e))
     console.print(f"[green]built[/green] {built.tag}  id {built.image_id[:12]}  "
