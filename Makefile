@@ -33,6 +33,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	@# PostgreSQL server binaries for the PostgreSQL tests (never fails; those tests skip with a reason).
 	bash .ci/postgres.sh
+	@# buildah/podman/docker-registry for the registry TLS/auth test (never fails; it skips without them).
+	bash .ci/image-tools.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages for daemonless image builds (tests/test_image.py, make image):
-# buildah, podman, skopeo, runc, mmdebstrap, docker-registry. Idempotent; never fails the
-# build: without them the image test skips and says why (same pattern as postgres.sh).
+# buildah, podman, skopeo, runc, mmdebstrap, docker-registry (+ apache2-utils: htpasswd for the
+# registry-auth test). Idempotent; never fails the build: without them the image tests skip and
+# say why (same pattern as postgres.sh).
 set -u
-TOOLS=(buildah podman skopeo runc mmdebstrap docker-registry)
+TOOLS=(buildah podman skopeo runc mmdebstrap docker-registry apache2-utils)
+COMMANDS=(buildah podman skopeo runc mmdebstrap docker-registry htpasswd)
 missing=()
-for t in "${TOOLS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
+for t in "${COMMANDS[@]}"; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "image-tools.sh: no apt-get; missing ${missing[*]}: the image test will skip" >&2

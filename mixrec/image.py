@@ -191,11 +191,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _tls_args(ref: str, insecure: bool) -> list[str]:
+def _tls_args(ref: str, insecure: bool, cert_dir: Path | None = None) -> list[str]:
     if insecure and not is_loopback(registry_host(ref)):
         raise ImageError(f"--insecure (plain HTTP, no TLS verification) is only allowed for a loopback registry, "
-                         f"not {registry_host(ref)}: give the registry a certificate")
-    return [f"--tls-verify={'false' if insecure else 'true'}"]
+                         f"not {registry_host(ref)}: give the registry a certificate (and --cert-dir for a private CA)")
+    return [f"--tls-verify={'false' if insecure else 'true'}"] + (["--cert-dir", str(cert_dir)] if cert_dir else [])
 
 
 def _auth_args(ref: str, username: str | None, password: str | None, authfile: Path | None,
@@ -215,22 +215,22 @@ def _auth_args(ref: str, username: str | None, password: str | None, authfile: P
 
 
 def push(image: str, ref: str, echo: Echo, *, insecure: bool = False, username: str | None = None,
-         password: str | None = None, authfile: Path | None = None) -> str:
+         password: str | None = None, authfile: Path | None = None, cert_dir: Path | None = None) -> str:
     """Push a local image to ``ref`` on any OCI registry; returns the pushed digest."""
     podman = require("podman", "mixrec image push")
     with tempfile.TemporaryDirectory(prefix="mixrec-push-") as tmp:
         digest_file = Path(tmp) / "digest"
-        _run([podman, "push", *_tls_args(ref, insecure), *_auth_args(ref, username, password, authfile, Path(tmp)),
+        _run([podman, "push", *_tls_args(ref, insecure, cert_dir), *_auth_args(ref, username, password, authfile, Path(tmp)),
               "--digestfile", str(digest_file), image, "docker://" + ref.removeprefix("docker://")],
              echo, what="podman push")
         return digest_file.read_text().strip()
 
 
 def pull(ref: str, echo: Echo, *, insecure: bool = False, username: str | None = None, password: str | None = None,
-         authfile: Path | None = None) -> str:
+         authfile: Path | None = None, cert_dir: Path | None = None) -> str:
     podman = require("podman", "mixrec image pull")
     with tempfile.TemporaryDirectory(prefix="mixrec-pull-") as tmp:
-        out = _run([podman, "pull", *_tls_args(ref, insecure), *_auth_args(ref, username, password, authfile,
+        out = _run([podman, "pull", *_tls_args(ref, insecure, cert_dir), *_auth_args(ref, username, password, authfile,
                                                                                 Path(tmp)),
                     "docker://" + ref.removeprefix("docker://")], echo, what="podman pull")
     return out.strip().splitlines()[-1]

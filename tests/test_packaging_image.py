@@ -104,3 +104,66 @@ def test_saved_weights_must_reproduce_their_probe_vectors(tmp_path):
     (d / PROBE_FILE).write_text(json.dumps(saved))
     with pytest.raises(EncoderConfigError, match="refuses to start"):
         build_encoder(img_cfg.model_copy(update={"weights": f"local:{d}"}), cfg.limits)
+
+
+@pytest.mark.slow
+def test_push_verifies_tls_and_sends_credentials_to_a_real_registry(tmp_path):
+    """A loopback docker-registry with a self-signed certificate and htpasswd auth: the push is
+    refused without the CA (TLS is verified by default) and without credentials, and goes
+    through with both. The image is a few-byte scratch image made with buildah."""
+    import os
+    import shutil
+    import ssl
+    import subprocess
+    import time
+
+    import httpx
+
+    from mixrec.process_tree import ProcessTree
+    from server_harness import free_port
+
+    missing = [t for t in ("buildah", "podman", "docker-registry", "openssl", "htpasswd") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"not installed: {missing} (make image-tools; htpasswd is in apache2-utils)")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(certs / "ca.crt")], check=True, capture_output=True)
+    subprocess.run(["htpasswd", "-Bbc", str(tmp_path / "htpasswd"), "ci", "s3cret"], check=True, capture_output=True)
+    port = free_port()
+    (tmp_path / "config.yml").write_text(
+        f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {tmp_path / 'data'}}}\n"
+        f"auth:\n  htpasswd: {{realm: mixrec-test, path: {tmp_path / 'htpasswd'}}}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  tls: {{certificate: {certs / 'ca.crt'}, key: {tmp_path / 'key.pem'}}}\n")
+    tag = f"localhost/mixrec-tls-probe:{port}"
+    ctr = subprocess.run(["buildah", "from", "scratch"], check=True, capture_output=True, text=True).stdout.strip()
+    with open(tmp_path / "registry.log", "wb") as log:
+        registry = ProcessTree(["docker-registry", "serve", str(tmp_path / "config.yml")], env=dict(os.environ),
+                               output=log)
+    try:
+        (tmp_path / "hello.txt").write_text("mixrec")
+        subprocess.run(["buildah", "copy", ctr, str(tmp_path / "hello.txt"), "/hello.txt"], check=True,
+                       capture_output=True)
+        subprocess.run(["buildah", "commit", "-q", ctr, tag], check=True, capture_output=True)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx.get(f"https://127.0.0.1:{port}/v2/", timeout=2,
+                          verify=ssl.create_default_context(cafile=str(certs / "ca.crt")))
+                break
+            except httpx.HTTPError:
+                assert registry.running() and time.monotonic() < deadline, (tmp_path / "registry.log").read_text()
+                time.sleep(0.3)
+        ref = f"127.0.0.1:{port}/probe:1"
+        with pytest.raises(image.ImageError, match="certificate|x509"):
+            image.push(tag, ref, lambda line: None, username="ci", password="s3cret")
+        with pytest.raises(image.ImageError, match="(?i)unauthorized|authentication"):
+            image.push(tag, ref, lambda line: None, cert_dir=certs)
+        digest = image.push(tag, ref, lambda line: None, username="ci", password="s3cret", cert_dir=certs)
+        assert digest.startswith("sha256:")
+    finally:
+        registry.stop(5)
+        subprocess.run(["buildah", "rm", ctr], capture_output=True)
+        subprocess.run(["podman", "rmi", tag], capture_output=True)
+    assert not registry.leftovers()

@@ -73,6 +73,8 @@ def push_command(
                                  help="Prefer the env var (argv is visible to other users)"),
     authfile: Path = typer.Option(None, "--authfile", help="An auth.json / ~/.docker/config.json to use "
                                   "(default: podman's usual places)"),
+    cert_dir: Path = typer.Option(None, "--cert-dir", help="Directory of CA certificates (*.crt) for a registry "
+                                  "with a private CA (default: the system's and /etc/containers/certs.d)"),
 ) -> None:
     """Push the image to any OCI registry (TLS verified by default)."""
     from mixrec import image
@@ -80,7 +82,7 @@ def push_command(
     t0 = time.perf_counter()
     try:
         digest = image.push(image_ref, ref, _echo, insecure=insecure, username=username, password=password,
-                            authfile=authfile)
+                            authfile=authfile, cert_dir=cert_dir)
     except image.ImageError as e:
         _fail(str(e))
     console.print(f"[green]pushed[/green] {ref}@{digest} in {time.perf_counter() - t0:.0f}s", highlight=False)
