@@ -157,9 +157,10 @@ under that load.
 | compressed, as pushed ({r['layers']} layers) | {gb(r['compressed_bytes'])} |
 | push to a loopback registry (gzip on 2 cores) | {r['push_s']:.0f} s |
 | pull from it (into an empty containers-storage) | {r['pull_s']:.0f} s |
-| `podman run` -> `/readyz` 200, local image | {", ".join(f"{s:.1f}" for s in r['start_s'])} s (median {statistics.median(r['start_s']):.1f} s) |
+| `podman run` -> `/readyz` 200 (image already pulled; tiny demo Bento) | {", ".join(f"{s:.1f}" for s in r['start_s'])} s (median {statistics.median(r['start_s']):.1f} s) |
 
-Where the size goes (measured with `du -sm` inside the image): /app/.venv 6441 MB, of which
+Where the size goes (`podman run --entrypoint bash IMAGE -c 'du -sm ...'` on an earlier build of the same
+requirements): /app/.venv 6441 MB, of which
 nvidia-* CUDA libraries 3209 MB, torch 1182 MB, triton 897 MB; the Debian base 213 MB; the
 Bento (code, configs, trained model, frozen encoder weights) a few MB. The pinned torch 2.14.1
 is a CUDA build: its CUDA side (nvidia libraries + triton + most of torch) is about 5 GB of
