@@ -10,7 +10,12 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: venv demo test bench clean
+# Ship it (README "Ship it"): OCI image without a Docker daemon. This machine's podman needs
+# runc (crun cannot set up its hybrid cgroups) and ulimits within the container's own limits.
+export MIXREC_PODMAN_RUNTIME ?= runc
+export MIXREC_PODMAN_OPTS ?= --ulimit=nofile=8192:8192 --ulimit=nproc=8192:8192
+
+.PHONY: venv demo test bench clean image-tools base-image image image-test
 
 venv: $(STAMP)
 
@@ -28,10 +33,29 @@ demo: $(STAMP)
 test: $(STAMP)
 	@# PostgreSQL server binaries for the PostgreSQL tests (never fails; those tests skip with a reason).
 	bash .ci/postgres.sh
+	@# buildah/podman/docker-registry for the registry TLS/auth test (never fails; it skips without them).
+	bash .ci/image-tools.sh
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) bench/encoders.py --config $(CONFIG)
+
+# Debian packages for daemonless builds (root; never fails: without them the image test skips).
+image-tools:
+	bash .ci/image-tools.sh
+
+# The local base image (Debian bookworm + Python 3.11 from Debian packages), once per machine.
+base-image: image-tools
+	podman image exists localhost/mixrec-base:bookworm-py3.11 || bash deploy/base-image.sh
+
+# The whole path by hand: demo Bento -> image -> throwaway loopback registry -> push -> pull -> run.
+image: $(STAMP) base-image
+	bash deploy/ship-demo.sh
+
+# The same path as a test (not part of `make test`: ~6 GB image, see BENCHMARKS.md for its time).
+# It makes the base image itself when missing, and skips (with the reason) without the tools.
+image-test: $(STAMP) image-tools
+	$(PY) -m pytest -q -m image tests/test_image.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

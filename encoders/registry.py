@@ -75,4 +75,9 @@ def build_encoder(cfg: "EncoderConfig", limits: "LimitsConfig | None" = None) ->
     if cfg.expected_dim is not None and enc.dim != cfg.expected_dim:
         raise EncoderConfigError(
             f"encoder {cfg.kind}:{cfg.model} produces dim {enc.dim}, config expected_dim is {cfg.expected_dim}")
+    source = getattr(enc, "source", None)
+    if source is not None and source.is_dir:  # saved weights carrying probe vectors must reproduce them
+        from encoders.fingerprint import check_probe
+
+        check_probe(source.path, enc, where=source.ref)
     return enc

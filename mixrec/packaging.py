@@ -28,6 +28,21 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_P
                "BENTOML_DO_NOT_TRACK": "true"}
 
 
+# Base images for the container (docker options of the Bento, frozen at `bentoml build`):
+#   public -> BentoML's python:3.11-slim from Docker Hub; the packages come from PyPI during the
+#             image build (lightfm-next compiles there, so BentoML's Debian template keeps
+#             build-essential in the image). For machines with internet.
+#   local  -> LOCAL_BASE_IMAGE, made here by deploy/base-image.sh from Debian packages; every
+#             package comes from a wheelhouse mounted read-only at WHEELHOUSE_MOUNT during the
+#             build only (`mixrec image build` makes it with pip on the host), so the build needs
+#             no network and the image no compiler.
+#   any other value -> that image reference, installed like `local` (it needs python3.11 and uv).
+BASES = ("public", "local")
+LOCAL_BASE_IMAGE = "localhost/mixrec-base:bookworm-py3.11"
+WHEELHOUSE_MOUNT = "/wheelhouse"
+DOCKERFILE_TEMPLATE = "deploy/Dockerfile.j2"
+
+
 class PackagingError(RuntimeError):
     """The Bento cannot be built or served as asked; the message says why and what to do."""
 
@@ -95,9 +110,107 @@ def store_model_dir(artifacts_dir: Path, labels: Mapping[str, str] | None = None
     return model.save_to_model_store(HYBRID_MODEL_NAME, labels=dict(labels or {}))
 
 
+def freeze_random_encoders(bento_cfg: MixrecConfig) -> dict[str, str]:
+    """Put the untrained (``weights: random``) encoders' weights into the model store, once.
+
+    The weights are made exactly as training made them (same config, same seed, this
+    machine's torch), saved in the encoder's own layout with probe vectors
+    (encoders/fingerprint.py), stored as ``<model>:<content hash>`` (an existing identical
+    version is reused) and loaded back through the model-store path, which must reproduce
+    the probe. The Bento then carries these files instead of re-initialising from the seed
+    on another machine or torch build. Returns ``{slot: model-store tag}``.
+    """
+    import hashlib
+    import shutil
+    import tempfile
+
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    from encoders.fingerprint import write_probe
+    from encoders.registry import build_encoder
+    from encoders.weights import read_marker
+
+    frozen: dict[str, str] = {}
+    for slot in ("text", "image", "audio"):
+        ecfg = getattr(bento_cfg.encoders, slot)
+        if ecfg.weights != "random":
+            continue
+        # made on CPU in float32: the precision the probe is recorded in
+        cpu_cfg = ecfg.model_copy(update={"device": "cpu", "fp16": False})
+        enc = build_encoder(cpu_cfg, bento_cfg.limits)
+        with tempfile.TemporaryDirectory(prefix=f"mixrec-{slot}-weights-") as tmp:
+            d = Path(tmp) / "w"
+            enc.save(d)
+            write_probe(d, enc)
+            digest = hashlib.sha256()
+            for f in sorted(p for p in d.rglob("*") if p.is_file()):
+                digest.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes())
+            tag = f"{ecfg.model}:{digest.hexdigest()[:20]}"
+            try:
+                bentoml.models.get(tag)
+            except NotFound:
+                labels = {"mixrec.kind": ecfg.kind, "mixrec.model": ecfg.model, "mixrec.trained": "false",
+                          "mixrec.frozen_from": f"random seed {ecfg.seed}"}
+                assert read_marker(d).get("trained") is False
+                with bentoml.models.create(tag, labels=labels,
+                                           metadata={"made_by": "mixrec.packaging.freeze_random_encoders"}) as ref:
+                    shutil.copytree(d, ref.path, dirs_exist_ok=True)
+        # loading it back through the model store re-checks the probe (encoders.registry.build_encoder)
+        build_encoder(cpu_cfg.model_copy(update={"weights": f"bentoml:{tag}"}), bento_cfg.limits)
+        frozen[slot] = tag
+    return frozen
+
+
+def weights_env(frozen: Mapping[str, str]) -> dict[str, str]:
+    """Config overrides that make the encoder services load the frozen weights."""
+    return {f"MIXREC__ENCODERS__{slot.upper()}__WEIGHTS": f"bentoml:{tag}" for slot, tag in frozen.items()}
+
+
+def derived_bentofile(base: str = "public", frozen: Mapping[str, str] | None = None,
+                      bentofile: Path = BENTOFILE, out_dir: Path | None = None) -> Path:
+    """The bentofile to build with: the committed one, plus
+
+    * for ``base`` other than ``public`` (see BASES): docker options naming that base image,
+      and pip installing only from the build-time wheelhouse;
+    * for ``frozen`` encoder weights: those model-store tags under ``models:`` and env
+      overrides pointing the encoders at them.
+
+    Packages, include/exclude and the other envs are the committed file's."""
+    if base == "public" and not frozen:
+        return bentofile
+    import tempfile
+
+    spec = yaml.safe_load(bentofile.read_text())
+    if base != "public":
+        image = LOCAL_BASE_IMAGE if base == "local" else base
+        if not image or any(c.isspace() for c in image):
+            raise PackagingError(f"--base must be one of {BASES} or an image reference, not {base!r}")
+        spec["docker"] = {"base_image": image,
+                          "python_version": spec.get("docker", {}).get("python_version", "3.11"),
+                          # relative to the build context; makes BentoML render its classic template (see the file)
+                          "dockerfile_template": DOCKERFILE_TEMPLATE}
+        # uv installs only from the build-time wheelhouse, and keeps no cache in the image
+        spec["python"] = {**spec["python"], "no_index": True, "find_links": [WHEELHOUSE_MOUNT],
+                          "pip_args": "--no-cache"}
+    if frozen:
+        spec["models"] = list(spec.get("models", [])) + sorted(frozen.values())
+        spec["envs"] = list(spec.get("envs", [])) + [{"name": k, "value": v} for k, v in weights_env(frozen).items()]
+    out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mixrec-bentofile-"))
+    out = out_dir / "bentofile.yaml"
+    out.write_text(f"# Generated by mixrec (packaging.derived_bentofile) from {bentofile.name}: base {base}, "
+                   f"frozen encoder weights {dict(frozen or {})}\n" + yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
 def build_bento(build_ctx: Path = REPO_ROOT, bentofile: Path = BENTOFILE, version: str | None = None,
-                env: Mapping[str, str] | None = None, timeout_s: float = 600) -> str:
-    """Run ``bentoml build`` offline; returns the new Bento's tag (``mixrec:<version>``)."""
+                env: Mapping[str, str] | None = None, timeout_s: float = 600, base: str = "public") -> str:
+    """Run ``bentoml build`` offline; returns the new Bento's tag (``mixrec:<version>``).
+
+    ``base`` picks the container base image the Bento is built for (see BASES). Untrained
+    encoders travel as frozen weights (``freeze_random_encoders``)."""
+    bento_cfg = load_config(build_ctx / BENTO_CONFIG, environ={})
+    bentofile = derived_bentofile(base, freeze_random_encoders(bento_cfg), bentofile)
     cmd = [bentoml_executable(), "build", "-f", str(bentofile), "--output", "tag", str(build_ctx)]
     if version:
         cmd += ["--version", version]
@@ -132,12 +245,21 @@ def serve_env(tag: str, model_tag: str, state_dir: Path) -> dict[str, str]:
     """
     state_dir = state_dir.resolve()
     return {
+        **bento_encoder_envs(tag),
         "MIXREC_CONFIG": str(bento_path(tag) / "src" / BENTO_CONFIG),
         "MIXREC__SERVING__ARTIFACTS": f"bentoml:{model_tag}",
         "MIXREC__SERVING__STATE_DIR": str(state_dir / "model"),
         "MIXREC__STORAGE__URL": f"sqlite:///{state_dir / 'mixrec.db'}",
         "MIXREC__STORAGE__MEDIA_DIR": str(state_dir / "media"),
     }
+
+
+def bento_encoder_envs(tag: str) -> dict[str, str]:
+    """The Bento's ``MIXREC__ENCODERS__*`` envs (frozen encoder weights), for serving it outside a container."""
+    import bentoml
+
+    return {e.name: e.value for e in (bentoml.get(tag).info.envs or [])
+            if e.name.startswith("MIXREC__ENCODERS__") and e.value is not None}
 
 
 def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:

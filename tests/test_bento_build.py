@@ -49,7 +49,15 @@ def test_bento_config_serves_what_the_offline_profile_trains():
 def test_built_bento_holds_code_configs_and_the_trained_model(tiny_demo):
     info = yaml.safe_load((tiny_demo.bento_dir / "bento.yaml").read_text())
     assert info["service"] == "services.recommender:Recommender"
-    assert [m["tag"] for m in info["models"]] == [tiny_demo.model_tag]
+    tags = [m["tag"] for m in info["models"]]
+    assert tags[0] == tiny_demo.model_tag
+    # the untrained image/audio encoders travel as frozen weights (with probe vectors), and the
+    # Bento's envs point the encoder services at them instead of re-initialising from a seed
+    assert {t.split(":")[0] for t in tags[1:]} == {"mixrec-tiny-clip", "mixrec-tiny-clap"}
+    envs = {e["name"]: e.get("value") for e in info["envs"]}
+    for slot, name in (("IMAGE", "mixrec-tiny-clip"), ("AUDIO", "mixrec-tiny-clap")):
+        assert envs[f"MIXREC__ENCODERS__{slot}__WEIGHTS"] in {f"bentoml:{t}" for t in tags if t.startswith(name + ":")}
+        assert tiny_demo.serve_env[f"MIXREC__ENCODERS__{slot}__WEIGHTS"] == envs[f"MIXREC__ENCODERS__{slot}__WEIGHTS"]
     assert {s["name"] for s in info["services"]} == {"Recommender", "TextEncoder", "ImageEncoder", "AudioEncoder"}
     assert {"name": "MIXREC_CONFIG", "value": "configs/bento.yaml", "stage": "all"} in info["envs"]
     src = tiny_demo.bento_dir / "src"

@@ -201,6 +201,7 @@ def _serve_foreground(bento_tag: str, port: int, env: dict[str, str], base_url: 
 def build_command(
     artifacts: Path = typer.Option(None, "--artifacts", help="A trained artifacts directory to put into the model store first (default: use the latest mixrec-hybrid already in the store)"),
     version: str = typer.Option(None, "--version", help="Bento version (default: generated)"),
+    base: str = typer.Option("public", "--base", help="Container base the Bento is built for: public (python:3.11-slim, packages from PyPI), local (deploy/base-image.sh, packages from a build-time wheelhouse; no network), or an image reference"),
 ) -> None:
     """Build the Bento (bentoml build, offline) from the trained model in the BentoML model store."""
     from mixrec import packaging
@@ -216,7 +217,7 @@ def build_command(
             console.print(f"stored {artifacts} as [bold]{stored}[/bold]")
         packaging.check_models_present(tags)
         with console.status("bentoml build ..."):
-            tag = packaging.build_bento(version=version)
+            tag = packaging.build_bento(version=version, base=base)
     except (ConfigError, packaging.PackagingError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     model_tag = packaging.bento_models(tag)[0]
