@@ -56,4 +56,6 @@ echo "== recommend ($user)"
 curl -s -X POST "http://127.0.0.1:$app_port/recommend" -H 'Content-Type: application/json' -d "{\"user_id\": \"$user\", \"k\": 3}"; echo
 echo "== recommend_by_query"
 curl -s -X POST "http://127.0.0.1:$app_port/recommend_by_query" -H 'Content-Type: application/json' -d '{"text": "hiking backpacking camping", "k": 3}'; echo
-[ "${KEEP:-0}" = 1 ] && echo "container $name left running on 127.0.0.1:$app_port: podman stop $name && podman rm $name"
+if [ "${KEEP:-0}" = 1 ]; then
+  echo "container $name left running on 127.0.0.1:$app_port: podman stop $name && podman rm $name"
+fi
