@@ -36,6 +36,9 @@ test: $(STAMP)
 	@# buildah/podman/docker-registry for the registry TLS/auth test (never fails; it skips without them).
 	bash .ci/image-tools.sh
 	$(PY) -m pytest -q
+	@# Then the image stage: Bento -> OCI image -> loopback registry -> pull -> run (~8 min, ~20 GB of disk;
+	@# it skips with its reason where the image tools cannot be installed).
+	$(PY) -m pytest -q -m image tests/test_image.py
 
 bench: $(STAMP)
 	$(PY) bench/encoders.py --config $(CONFIG)
