@@ -271,25 +271,19 @@ def run_command(ref: str, *, name: str, port: int, state_dir: Path | None, env: 
 
 
 def wait_ready(name: str, url: str, timeout_s: float) -> None:
-    import httpx
+    from mixrec.process_tree import poll_http_ready
 
     podman = require("podman", "mixrec image run")
-    deadline = time.monotonic() + timeout_s
-    last = "no answer yet"
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         state = subprocess.run([podman, "inspect", "--format", "{{.State.Status}}", name],
                                capture_output=True, text=True).stdout.strip()
         if state not in ("running", "created", "configured", "initialized"):
             raise ImageError(f"container {name} is {state or 'gone'} before /readyz answered:\n{logs(name)}")
-        try:
-            r = httpx.get(f"{url}/readyz", timeout=2.0)
-            if r.status_code == 200:
-                return
-            last = f"answered {r.status_code}"
-        except httpx.HTTPError as e:
-            last = type(e).__name__
-        time.sleep(0.5)
-    raise ImageError(f"{url}/readyz not ready after {timeout_s:.0f}s ({last}):\n{logs(name)}")
+
+    last = poll_http_ready(f"{url}/readyz", timeout_s, alive)
+    if last is not None:
+        raise ImageError(f"{url}/readyz not ready after {timeout_s:.0f}s ({last}):\n{logs(name)}")
 
 
 def logs(name: str, tail: int = 60) -> str:

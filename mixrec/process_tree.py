@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Mapping, Sequence
+from typing import IO, Callable, Mapping, Sequence
 
 import psutil
 
@@ -80,26 +80,37 @@ def _alive(proc: psutil.Process) -> bool:
         return False
 
 
-def wait_http_ready(tree: ProcessTree, url: str, timeout_s: float, log_tail=lambda: "") -> None:
-    """Poll ``url`` until it answers 200; raise RuntimeError (with ``log_tail()``) on exit or timeout."""
+def poll_http_ready(url: str, timeout_s: float, check_alive: Callable[[], None]) -> str | None:
+    """GET ``url`` every 0.5 s until it answers 200 (returns None) or ``timeout_s`` passes (returns what it
+    last saw). ``check_alive()`` runs before each try and raises when the server is gone."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
     last = "no response yet"
     while time.monotonic() < deadline:
-        if not tree.running():
-            raise RuntimeError(f"server exited with code {tree.process.returncode} before it was ready"
-                               f"{_tail(log_tail())}")
-        tree.track()
+        check_alive()
         try:
             r = httpx.get(url, timeout=2.0)
             if r.status_code == 200:
-                return
+                return None
             last = f"answered {r.status_code}"
         except httpx.HTTPError as e:
             last = type(e).__name__
         time.sleep(0.5)
-    raise RuntimeError(f"server not ready after {timeout_s:.0f}s ({url}: {last}){_tail(log_tail())}")
+    return last
+
+
+def wait_http_ready(tree: ProcessTree, url: str, timeout_s: float, log_tail=lambda: "") -> None:
+    """Poll ``url`` until it answers 200; raise RuntimeError (with ``log_tail()``) on exit or timeout."""
+    def alive() -> None:
+        if not tree.running():
+            raise RuntimeError(f"server exited with code {tree.process.returncode} before it was ready"
+                               f"{_tail(log_tail())}")
+        tree.track()
+
+    last = poll_http_ready(url, timeout_s, alive)
+    if last is not None:
+        raise RuntimeError(f"server not ready after {timeout_s:.0f}s ({url}: {last}){_tail(log_tail())}")
 
 
 def _tail(text: str) -> str:
