@@ -37,8 +37,9 @@ __all__ = ["Options", "RecommenderEngine"]
 log = logging.getLogger("mixrec.engine")
 
 
-def _from_replica(name: str) -> property:
-    return property(lambda self: getattr(self.replica, name), doc=f"The replica's ``{name}``.")
+# The replica's state, readable on the engine (the service, tests and benchmarks read it here).
+REPLICA_STATE = frozenset({"model", "store", "media", "checkpoints", "event_mark", "change_mark", "forget_mark",
+                           "trained_mark", "pending_events", "updates_done", "last_update_seconds", "sync_failures"})
 
 
 class RecommenderEngine:
@@ -51,18 +52,10 @@ class RecommenderEngine:
         self.pipeline = RankingPipeline(lambda: self.replica.model, self.ann)
         single_threaded_blas()
 
-    model = _from_replica("model")
-    store = _from_replica("store")
-    media = _from_replica("media")
-    checkpoints = _from_replica("checkpoints")
-    event_mark = _from_replica("event_mark")
-    change_mark = _from_replica("change_mark")
-    forget_mark = _from_replica("forget_mark")
-    trained_mark = _from_replica("trained_mark")
-    pending_events = _from_replica("pending_events")
-    updates_done = _from_replica("updates_done")
-    last_update_seconds = _from_replica("last_update_seconds")
-    sync_failures = _from_replica("sync_failures")
+    def __getattr__(self, name: str):  # only for names the engine itself does not have
+        if name in REPLICA_STATE:
+            return getattr(self.replica, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ================================================================ lifecycle (the replica's)
     @classmethod
