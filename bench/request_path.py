@@ -50,7 +50,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mixrec-request-path-"))
     cfg = bench_config(load_config(REPO / "configs" / "offline.yaml", environ={}))
     cfg = cfg.model_copy(update={
-        "storage": cfg.storage.model_copy(update={"url": f"sqlite:///{tmp / 'db.sqlite'}", "media_dir": str(tmp / "m")}),
+        "storage": cfg.storage.model_copy(update={"url": f"sqlite:///{tmp / 'db.sqlite'}",
+                                                  "media_dir": str(tmp / "media")}),
         "serving": cfg.serving.model_copy(update={"state_dir": str(tmp / "state"), "update_every": 0})})
     built = build(args.items, cfg, text_dim=64, n_users=2000)
     engine = RecommenderEngine(cfg, built.model, CatalogStore(cfg.storage.url), MediaStore(tmp / "media"))

@@ -342,7 +342,8 @@ class HybridModel(SnapshotReader):
             item_bias = np.concatenate([cached.bias, item_bias])
         item_repr.flags.writeable = False
         item_bias.flags.writeable = False
-        self._reprs = ItemReprs(item_x, self._trained_version, self.cold_map, self.cold_map_weight, item_repr, item_bias)
+        self._reprs = ItemReprs(item_x, self._trained_version, self.cold_map, self.cold_map_weight,
+                                item_repr, item_bias)
         return item_repr, item_bias
 
     # ================================================================== updates
