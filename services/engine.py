@@ -117,11 +117,12 @@ class RecommenderEngine:
         """
         self._check_k(opts.k)
         fold = self.replica.fold_in(user_id)
+        unknown = not fold.personalised and fold.user_row is None and not len(fold.rows)
+        if unknown and not cold:
+            raise NotFoundError(f"unknown user {shown(user_id)}: no interactions yet — use recommend_by_query "
+                                "or send feedback first (or ask with cold: true for popular items)")
         stored = self._stored_exclusions(user_id, exclude_seen)
-        if not fold.personalised and fold.user_row is None and not len(fold.rows):
-            if not cold:
-                raise NotFoundError(f"unknown user {shown(user_id)}: no interactions yet — use recommend_by_query "
-                                    "or send feedback first (or ask with cold: true for popular items)")
+        if unknown:
             items = self.pipeline.popular(fold.snapshot, opts, stored)
             return {"user_id": user_id, "items": items, "fresh_events": 0, "cold": True}
         items = self.pipeline.for_user(fold, opts, stored, exclude_seen)
