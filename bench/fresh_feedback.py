@@ -82,8 +82,8 @@ def _hit(scores: np.ndarray, exclude: np.ndarray, target: int, k: int = 10) -> t
 def phase_nextevent(args) -> dict:
     from fusion.hybrid import FreshEvent, HybridModel, user_scores
     from mixrec.catalog import Interaction
-    from mixrec.datasets.embed import build_text_encoder, encode_items
-    from mixrec.datasets.movielens import load_movielens
+    from tools.datasets.embed import build_text_encoder, encode_items
+    from tools.datasets.movielens import load_movielens
 
     t_start = time.perf_counter()
     data = load_movielens(args.data_dir)

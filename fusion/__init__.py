@@ -11,6 +11,5 @@ Data flow, one module per step:
   interests.py      interest distributions over clusters, for known and query users
   explain.py        why an item was recommended
   artifacts.py      save/load (npz + json, format version), BentoML model store
-  eval_adapter.py   MixrecEvalModel: HybridModel behind mixrec.evaluation's protocol
   synthetic.py      a small catalogue with known structure, for tests and quick benchmarks
 """

@@ -18,7 +18,7 @@ def encode_command(
     """Encode every item's text, image, audio and video into native-space embeddings."""
     from encoders.errors import EncoderError
     from mixrec.config import ConfigError, load_config
-    from mixrec.encode_catalog import encode_catalog
+    from encoders.encode_catalog import encode_catalog
 
     console = Console()
     try:

@@ -30,8 +30,8 @@ class VisualStyle:
     sky: RGB  # top of the background gradient
     ground: RGB  # bottom of the background gradient
     palette: tuple[RGB, ...]  # colours for the motif
-    motif: str  # a drawing routine in ``mixrec.demo.images``
-    texture: str  # an overlay routine in ``mixrec.demo.images``
+    motif: str  # a drawing routine in ``tools.demo.images``
+    texture: str  # an overlay routine in ``tools.demo.images``
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class SoundStyle:
     snare: tuple[int, ...]
     hat: tuple[int, ...]
     swing: float  # delay of off-beat 16ths, as a fraction of a step
-    noise_bed: str | None  # an ambience in ``mixrec.demo.sound``
+    noise_bed: str | None  # an ambience in ``tools.demo.sound``
     noise_level: float
 
 

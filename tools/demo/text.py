@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixrec.demo.categories import Category
+from tools.demo.categories import Category
 
 _VIDEO_FORMATS = ("step-by-step guide", "quick tutorial", "full tutorial", "vlog", "highlight reel",
                   "beginner lesson", "review")

@@ -1,4 +1,4 @@
-"""``MixrecEvalModel``: the HybridModel behind the evaluation protocol (mixrec.evaluation.protocol).
+"""``MixrecEvalModel``: the HybridModel behind the evaluation protocol (tools.evaluation.protocol).
 
 Index-based in, ids inside: users/items of ``EvalData`` become ids for the
 HybridModel, items with all-zero train columns get no identity feature (cold:
@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from mixrec.catalog import Interaction
 from mixrec.config import MixrecConfig
-from mixrec.evaluation.protocol import EvalData, UserQuery
+from tools.evaluation.protocol import EvalData, UserQuery
 from fusion.features import FeatureWeights
 from fusion.hybrid import HybridModel
 from fusion.query import Query, QueryBlend

@@ -23,13 +23,13 @@ from typing import Callable
 import numpy as np
 
 from mixrec.catalog import Item, write_interactions, write_items, write_users
-from mixrec.demo.categories import CATEGORIES, CATEGORY_NAMES, Category
-from mixrec.demo.images import Scene, save_image
-from mixrec.demo.sound import synthesize, write_audio
-from mixrec.demo.text import write_text
-from mixrec.demo.users import (ITEM_TYPES, MIN_INTERACTIONS, item_affinity, sample_interactions, sample_users,
+from tools.demo.categories import CATEGORIES, CATEGORY_NAMES, Category
+from tools.demo.images import Scene, save_image
+from tools.demo.sound import synthesize, write_audio
+from tools.demo.text import write_text
+from tools.demo.users import (ITEM_TYPES, MIN_INTERACTIONS, item_affinity, sample_interactions, sample_users,
                                to_user_record)
-from mixrec.demo.video import write_video
+from tools.demo.video import write_video
 
 __all__ = ["CATEGORIES", "CATEGORY_NAMES", "DemoSummary", "generate_demo_catalog"]
 

@@ -49,7 +49,7 @@ def build_command(
                                           help="Where wheelhouses are cached (default ~/.cache/mixrec/wheelhouse)"),
 ) -> None:
     """Turn a built Bento into an OCI image with buildah (daemonless, --isolation chroot)."""
-    from mixrec import image
+    from tools import image
 
     bento = bento or _latest_bento()
     tag = tag or f"localhost/mixrec:{bento.split(':', 1)[1]}"
@@ -77,7 +77,7 @@ def push_command(
                                   "with a private CA (default: the system's and /etc/containers/certs.d)"),
 ) -> None:
     """Push the image to any OCI registry (TLS verified by default)."""
-    from mixrec import image
+    from tools import image
 
     t0 = time.perf_counter()
     try:
@@ -97,7 +97,7 @@ def pull_command(
     authfile: Path = typer.Option(None, "--authfile"),
 ) -> None:
     """Pull an image from a registry into containers-storage."""
-    from mixrec import image
+    from tools import image
 
     try:
         image.pull(ref, _echo, insecure=insecure, username=username, password=password, authfile=authfile)
@@ -125,7 +125,7 @@ def run_command(
     timeout: float = typer.Option(300, "--timeout", help="Seconds to wait for /readyz"),
 ) -> None:
     """Run the image detached, state on a volume, port on localhost; wait for /readyz."""
-    from mixrec import image
+    from tools import image
 
     envs = {}
     for item in env:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from mixrec.evaluation.protocol import EvalData, UserQuery
+from tools.evaluation.protocol import EvalData, UserQuery
 
 __all__ = [
     "InteractionLog", "WarmSplit", "ColdItemSplit", "ColdUserSplit", "binary_matrix",

@@ -21,8 +21,8 @@ import scipy.sparse as sp
 
 from mixrec.catalog import Item
 from mixrec.config import REPO_ROOT
-from mixrec.evaluation.protocol import EvalData
-from mixrec.evaluation.splits import InteractionLog, WarmSplit, binary_matrix, warm_split
+from tools.evaluation.protocol import EvalData
+from tools.evaluation.splits import InteractionLog, WarmSplit, binary_matrix, warm_split
 
 ENV_DATA_DIR = "MIXREC_MOVIELENS_DIR"
 ENV_POSTERS_DIR = "MIXREC_POSTERS_DIR"

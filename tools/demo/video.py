@@ -8,8 +8,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mixrec.demo.images import Scene
-from mixrec.demo.sound import BITEXACT, mux_audio
+from tools.demo.images import Scene
+from tools.demo.sound import BITEXACT, mux_audio
 
 
 # MPEG-4 Part 2 rather than H.264: the wheel's libx264 gives different bytes from run to

@@ -154,7 +154,7 @@ def freeze_random_encoders(bento_cfg: MixrecConfig) -> dict[str, str]:
                           "mixrec.frozen_from": f"random seed {ecfg.seed}"}
                 assert read_marker(d).get("trained") is False
                 with bentoml.models.create(tag, labels=labels,
-                                           metadata={"made_by": "mixrec.packaging.freeze_random_encoders"}) as ref:
+                                           metadata={"made_by": "tools.packaging.freeze_random_encoders"}) as ref:
                     shutil.copytree(d, ref.path, dirs_exist_ok=True)
         # loading it back through the model store re-checks the probe (encoders.registry.build_encoder)
         build_encoder(cpu_cfg.model_copy(update={"weights": f"bentoml:{tag}"}), bento_cfg.limits)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from mixrec.packaging import LOCAL_BASE_IMAGE, WHEELHOUSE_MOUNT, bento_path, bentoml_executable, child_env
+from tools.packaging import LOCAL_BASE_IMAGE, WHEELHOUSE_MOUNT, bento_path, bentoml_executable, child_env
 
 CONTAINER_PORT = 3000
 STATE_MOUNT = "/data"  # inside the container

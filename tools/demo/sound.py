@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 from scipy.signal import lfilter
 
-from mixrec.demo.categories import SoundStyle, Timbre
+from tools.demo.categories import SoundStyle, Timbre
 
 # Chord roots as scale degrees; one chord per bar.
 _PROGRESSIONS = ((0, 5, 3, 4), (0, 3, 4, 0), (0, 4, 5, 3), (5, 3, 0, 4), (1, 4, 0, 0))

@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mixrec.config import ModelConfig
-from mixrec.evaluation.protocol import EvalData, UserQuery
+from tools.evaluation.protocol import EvalData, UserQuery
 
 __all__ = ["LightFMParams", "Popularity", "LightFMIds", "LightFMGenres", "tag_features", "cold_item_mask"]
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mixrec.config import MixrecConfig
 from mixrec.embeddings import ItemEmbeddings
-from mixrec.evaluation.protocol import EvalData
+from tools.evaluation.protocol import EvalData
 
 if TYPE_CHECKING:
     from encoders.base import Encoder
@@ -52,7 +52,7 @@ def encode_items(data: EvalData, cfg: MixrecConfig, images: bool = False, progre
     """Text embeddings, plus image embeddings of items whose ``Item.image`` is an absolute path when ``images``."""
     if not images:
         return encode_text(data, cfg, progress, text_encoder)
-    from mixrec.encode_catalog import encode_catalog
+    from encoders.encode_catalog import encode_catalog
 
     # Item.image paths are absolute here, so the catalog directory only anchors relative ones.
     # encode_catalog builds its own encoders (text included) from cfg.

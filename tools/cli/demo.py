@@ -105,7 +105,8 @@ def demo_command(
 ) -> None:
     """The main job: generate the demo catalog, encode it, train, build ONE Bento and serve it."""
     from encoders.errors import EncoderError
-    from mixrec import demo_job, packaging
+    from tools import packaging
+    from tools.demo import job as demo_job
     from mixrec.config import ConfigError, load_config
 
     started = time.perf_counter()
@@ -171,7 +172,7 @@ def _interrupt(signum, frame) -> None:
 
 
 def _serve_foreground(bento_tag: str, port: int, env: dict[str, str], base_url: str, examples) -> None:
-    from mixrec import packaging
+    from tools import packaging
     from mixrec.process_tree import ProcessTree, wait_http_ready
 
     tree = ProcessTree(packaging.serve_command(bento_tag, port), env=packaging.child_env(env))
@@ -204,7 +205,7 @@ def build_command(
     base: str = typer.Option("public", "--base", help="Container base the Bento is built for: public (python:3.11-slim, packages from PyPI), local (deploy/base-image.sh, packages from a build-time wheelhouse; no network), or an image reference"),
 ) -> None:
     """Build the Bento (bentoml build, offline) from the trained model in the BentoML model store."""
-    from mixrec import packaging
+    from tools import packaging
     from mixrec.config import ConfigError, load_config
 
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ sizes produced it, the embeddings when the catalog and encoder settings are the 
 
 Layout of ``data_dir``::
 
-    items.jsonl, interactions.csv, users.jsonl, media/   the catalog (mixrec.demo_data)
+    items.jsonl, interactions.csv, users.jsonl, media/   the catalog (tools.demo.catalog)
     demo.json                                            what generated it (seed, sizes)
     embeddings.npz + embeddings.json                     native-space vectors + their cache key
     artifacts/                                           the trained HybridModel (meta.json, arrays.npz)
@@ -48,7 +48,7 @@ def ensure_catalog(data_dir: Path, sizes: DemoSizes, progress: bool = True) -> t
 
     Returns (generated, summary). A catalog without our marker is someone's own data: refused.
     """
-    from mixrec.demo_data import generate_demo_catalog
+    from tools.demo.catalog import generate_demo_catalog
 
     marker = data_dir / DEMO_MARKER
     if (data_dir / "items.jsonl").exists():
@@ -79,7 +79,7 @@ def ensure_embeddings(data_dir: Path, cfg: MixrecConfig, progress: bool = True):
     Returns (embeddings, stats or None when cached).
     """
     from mixrec.embeddings import ItemEmbeddings
-    from mixrec.encode_catalog import encode_catalog
+    from encoders.encode_catalog import encode_catalog
 
     path, key_path = data_dir / EMBEDDINGS_FILE, data_dir / EMBEDDINGS_KEY_FILE
     key = _embeddings_key(data_dir, cfg)
@@ -105,7 +105,7 @@ def train_model(data_dir: Path, cfg: MixrecConfig, emb, progress: bool = True):
 
 def store_model(model, sizes: DemoSizes) -> str:
     """Put the trained model into the BentoML model store (the Bento packages it from there)."""
-    from mixrec.packaging import HYBRID_MODEL_NAME
+    from tools.packaging import HYBRID_MODEL_NAME
 
     labels = {"source": "mixrec-demo", **{k: str(v) for k, v in sizes.as_dict().items()}}
     return model.save_to_model_store(HYBRID_MODEL_NAME, labels=labels)

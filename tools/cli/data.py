@@ -18,7 +18,7 @@ def demo_data(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Generate the deterministic demo catalog: items, media, users with hidden tastes, interactions."""
-    from mixrec.demo_data import generate_demo_catalog
+    from tools.demo.catalog import generate_demo_catalog
 
     try:
         summary = generate_demo_catalog(out, seed=seed, n_items=items, n_users=users,

@@ -1,4 +1,4 @@
-"""Building blocks of the generated demo catalog (see ``mixrec.demo_data`` for the entry point).
+"""Building blocks of the generated demo catalog (see ``tools.demo.catalog`` for the entry point).
 
 categories  the latent interest categories and their text / visual / sound styles
 text        titles, descriptions and tags

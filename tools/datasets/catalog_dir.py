@@ -15,8 +15,8 @@ import numpy as np
 
 from mixrec.catalog import read_interactions, read_items
 from mixrec.embeddings import ItemEmbeddings
-from mixrec.evaluation.protocol import EvalData
-from mixrec.evaluation.splits import InteractionLog
+from tools.evaluation.protocol import EvalData
+from tools.evaluation.splits import InteractionLog
 
 EMBEDDINGS_FILE = "embeddings.npz"
 

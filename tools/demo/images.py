@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mixrec.demo.categories import RGB, VisualStyle
+from tools.demo.categories import RGB, VisualStyle
 
 Draw = Callable[[ImageDraw.ImageDraw, int, float], None]  # (draw, size, phase)
 

@@ -40,11 +40,11 @@ def evaluate_command(
 ) -> None:
     """Evaluate recommenders: P@k, R@k, NDCG@k, AUC, coverage, novelty on warm and cold-start splits."""
     from mixrec.config import ConfigError, load_config
-    from mixrec.datasets.embed import build_text_encoder, encode_items
-    from mixrec.evaluation.baselines import LightFMParams
-    from mixrec.evaluation.protocols import build_models, run_protocols
-    from mixrec.evaluation.report import report_console, rich_table, write_report
-    from mixrec.evaluation.splits import protocol_splits
+    from tools.datasets.embed import build_text_encoder, encode_items
+    from tools.evaluation.baselines import LightFMParams
+    from tools.evaluation.protocols import build_models, run_protocols
+    from tools.evaluation.report import report_console, rich_table, write_report
+    from tools.evaluation.splits import protocol_splits
 
     console = report_console()
     names = _split_list(models)
@@ -54,7 +54,7 @@ def evaluate_command(
         cfg = load_config(config)
         text_encoder = build_text_encoder(cfg) if "mixrec" in names else None
         if dataset is Dataset.movielens:
-            from mixrec.datasets.movielens import load_movielens, load_official_split
+            from tools.datasets.movielens import load_movielens, load_official_split
 
             data = load_movielens(data_dir, posters_dir)
             warm = load_official_split(data, "ua") if "warm" in wanted else None
@@ -62,12 +62,12 @@ def evaluate_command(
                 data.embeddings = encode_items(data, cfg, images=posters, progress=progress,
                                                text_encoder=text_encoder)
         else:
-            from mixrec.datasets.catalog_dir import load_catalog_dir
+            from tools.datasets.catalog_dir import load_catalog_dir
 
             data = load_catalog_dir(catalog_dir or Path(cfg.data_dir))
             warm = None
             if "mixrec" in names and data.embeddings is None:
-                from mixrec.encode_catalog import encode_catalog
+                from encoders.encode_catalog import encode_catalog
 
                 console.print("no embeddings.npz in the catalog directory: encoding the catalog first")
                 data.embeddings, _ = encode_catalog(cfg, data.extra["catalog_dir"], items=data.items,

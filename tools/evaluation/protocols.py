@@ -27,13 +27,13 @@ import numpy as np
 import scipy.sparse as sp
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from mixrec.evaluation.metrics import catalog_coverage, evaluate_scores, item_popularity, novelty
-from mixrec.evaluation.protocol import EvalData, EvalModel
-from mixrec.evaluation.splits import ColdItemSplit, ColdUserSplit, WarmSplit
+from tools.evaluation.metrics import catalog_coverage, evaluate_scores, item_popularity, novelty
+from tools.evaluation.protocol import EvalData, EvalModel
+from tools.evaluation.splits import ColdItemSplit, ColdUserSplit, WarmSplit
 
 if TYPE_CHECKING:
     from mixrec.config import MixrecConfig
-    from mixrec.evaluation.baselines import LightFMParams
+    from tools.evaluation.baselines import LightFMParams
 
 __all__ = ["run_protocols", "build_models", "with_lightfm_budget", "MODEL_CHOICES",
            "PROTOCOL_TITLES"]
@@ -204,12 +204,12 @@ def build_models(names: Sequence[str], params: "LightFMParams | None" = None,
 
     ``lightfm-tags`` / ``lightfm-genres`` are the same hybrid baseline under two
     names (tags on a generic catalog, genres on MovieLens). ``mixrec`` is imported
-    lazily from ``fusion.eval_adapter`` and trained with the same LightFM budget
+    lazily from ``tools.evaluation.adapter`` and trained with the same LightFM budget
     (epochs, components, loss, threads, seed) as the baselines; ``text_encoder``
     (texts -> vectors in the space of ``EvalData.embeddings["text"]``) lets it use
     the cold users' query text.
     """
-    from mixrec.evaluation.baselines import LightFMGenres, LightFMIds, LightFMParams, Popularity
+    from tools.evaluation.baselines import LightFMGenres, LightFMIds, LightFMParams, Popularity
 
     params = params or LightFMParams()
     models: list[EvalModel] = []
@@ -223,9 +223,9 @@ def build_models(names: Sequence[str], params: "LightFMParams | None" = None,
             models.append(LightFMGenres(params, name))
         elif name == "mixrec":
             try:
-                from fusion.eval_adapter import MixrecEvalModel
+                from tools.evaluation.adapter import MixrecEvalModel
             except ImportError as exc:
-                skipped[name] = f"fusion.eval_adapter is not importable ({exc})"
+                skipped[name] = f"tools.evaluation.adapter is not importable ({exc})"
                 continue
             if mixrec_config is None:
                 from mixrec.config import load_config

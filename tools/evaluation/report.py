@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-from mixrec.evaluation.protocols import PROTOCOL_TITLES
+from tools.evaluation.protocols import PROTOCOL_TITLES
 
 __all__ = ["Results", "columns", "report_console", "rich_table", "markdown_table", "write_json", "plot_results", "write_report"]
 
