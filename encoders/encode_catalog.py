@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from encoders.base import Encoder
 from encoders.errors import InvalidMediaError
-from encoders.registry import build_encoder
+from encoders.registry import build_encoder, check_config
 from encoders.video import VideoEncoder
 from mixrec.catalog import Item, media_path, read_items
 from mixrec.config import MixrecConfig
@@ -36,6 +36,7 @@ class CatalogEncoders:
 
     @classmethod
     def from_config(cls, cfg: MixrecConfig) -> "CatalogEncoders":
+        check_config(cfg)
         text = build_encoder(cfg.encoders.text, cfg.limits)
         image = build_encoder(cfg.encoders.image, cfg.limits)
         audio = build_encoder(cfg.encoders.audio, cfg.limits)

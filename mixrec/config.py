@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "MIXREC__"
 ENV_CONFIG_FILE = "MIXREC_CONFIG"
@@ -55,16 +55,6 @@ class EncoderConfig(_Strict):
     seed: int = 0  # for weights: random
     expected_dim: int | None = Field(None, ge=1)  # checked once the encoder is built
     options: dict[str, Any] = Field(default_factory=dict)  # kind-specific knobs
-
-    @field_validator("kind")
-    @classmethod
-    def _known_kind(cls, v: str) -> str:
-        from encoders.registry import available_kinds
-
-        kinds = available_kinds()
-        if v not in kinds:
-            raise ValueError(f"unknown encoder kind {v!r}; known kinds: {sorted(kinds)}")
-        return v
 
     @field_validator("weights")
     @classmethod
@@ -216,17 +206,6 @@ class MixrecConfig(_Strict):
         if not any(r.role == "positive" for r in v.values()):
             raise ValueError("at least one event type must be positive, or nothing would ever be learned")
         return v
-
-    @model_validator(mode="after")
-    def _modalities_match(self) -> "MixrecConfig":
-        from encoders.registry import kind_modality
-
-        for slot in MODALITIES:
-            enc: EncoderConfig = getattr(self.encoders, slot)
-            mod = kind_modality(enc.kind)
-            if mod != slot:
-                raise ValueError(f"encoders.{slot}.kind={enc.kind!r} is a {mod} encoder, not a {slot} encoder")
-        return self
 
 
 def _parse_env_overrides(environ: dict[str, str]) -> list[tuple[list[str], Any]]:

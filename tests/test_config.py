@@ -12,7 +12,7 @@ import yaml
 from encoders.base import Encoder, l2_normalise
 from encoders.device import choose_device
 from encoders.errors import EncoderConfigError
-from encoders.registry import _REGISTERED, build_encoder, register_encoder
+from encoders.registry import _REGISTERED, build_encoder, check_config, register_encoder
 from mixrec.config import REPO_ROOT, ConfigError, config_from_dict, load_config
 
 OFFLINE = REPO_ROOT / "configs" / "offline.yaml"
@@ -45,8 +45,20 @@ def test_bad_config_fails_at_load_naming_the_field(slot, field, value, message):
     data = offline_dict()
     data["encoders"][slot][field] = value
     with pytest.raises(ConfigError) as err:
-        config_from_dict(data, environ={})
+        check_config(config_from_dict(data, environ={}))  # the kind rows fail in the registry's check
     assert message in str(err.value)
+
+
+def test_config_schema_does_not_import_the_encoder_registry():
+    # mixrec.config is the base layer: validating a config must not pull in encoders/ (no loop).
+    import subprocess
+    import sys
+
+    code = ("import sys; from mixrec.config import load_config; load_config(sys.argv[1], environ={}); "
+            "print(sorted(m for m in sys.modules if m == 'encoders' or m.startswith('encoders.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(OFFLINE)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_wrong_expected_dim_fails_at_build():
@@ -92,7 +104,7 @@ def test_third_party_kind_via_register_encoder():
         assert enc.encode(["a", "b"]).shape == (2, 8)
         data["encoders"]["image"] = {"kind": "test-hash-text", "model": "none"}
         with pytest.raises(ConfigError, match="encoders.image"):
-            config_from_dict(data, environ={})
+            check_config(config_from_dict(data, environ={}))
     finally:
         _REGISTERED.pop("test-hash-text", None)
 

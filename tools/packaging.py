@@ -19,6 +19,7 @@ from typing import Mapping
 
 import yaml
 
+from encoders.registry import check_config
 from mixrec.config import REPO_ROOT, MixrecConfig, load_config
 
 HYBRID_MODEL_NAME = "mixrec-hybrid"  # the name bentofile.yaml `models:` packages
@@ -59,7 +60,7 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 
 def check_bento_config(train_cfg: MixrecConfig, build_ctx: Path = REPO_ROOT) -> MixrecConfig:
     """Load the Bento's config and check it can serve artifacts trained with ``train_cfg``."""
-    bento_cfg = load_config(build_ctx / BENTO_CONFIG, environ={})
+    bento_cfg = check_config(load_config(build_ctx / BENTO_CONFIG, environ={}), BENTO_CONFIG)
     for slot in ("text", "image", "audio"):
         have = getattr(train_cfg.encoders, slot)
         want = getattr(bento_cfg.encoders, slot)
