@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mixrec.catalog import Item
-from mixrec.config import HYBRID_MODEL_NAME, FusionConfig, ModelConfig
+from mixrec.config import FusionConfig, ModelConfig
 from fusion import lightfm_state
 from fusion.codebook import Codebook
 from fusion.cold_items import ContentToCollab
@@ -63,7 +63,7 @@ def save_model(model: "HybridModel", directory) -> Path:
             arrays[f"item_{m}_mask"] = model.masks[m]
         meta = {
             "format_version": FORMAT_VERSION,
-            "kind": HYBRID_MODEL_NAME,
+            "kind": "mixrec-hybrid",
             "model_config": model.model_cfg.model_dump(mode="json"),
             "fusion_config": model.fusion_cfg.model_dump(mode="json"),
             "encoders": model.space.encoders,
@@ -90,9 +90,9 @@ def read_meta(directory) -> dict:
     if not path.exists():
         raise ArtifactError(f"no mixrec artifacts in {directory} (missing {META_FILE})")
     meta = json.loads(path.read_text())
-    if meta.get("kind") != HYBRID_MODEL_NAME or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("kind") != "mixrec-hybrid" or meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{directory}: artifact format {meta.get('kind')!r} v{meta.get('format_version')} "
-                            f"is not supported (this mixrec reads {HYBRID_MODEL_NAME} v{FORMAT_VERSION}); retrain")
+                            f"is not supported (this mixrec reads mixrec-hybrid v{FORMAT_VERSION}); retrain")
     return meta
 
 
@@ -154,7 +154,7 @@ def load_model(directory, expected_encoders: dict[str, dict] | None = None) -> "
     return model
 
 
-def save_to_model_store(model: "HybridModel", name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:
+def save_to_model_store(model: "HybridModel", name: str = "mixrec-hybrid", labels: dict | None = None) -> str:
     """Save into the BentoML model store (so a Bento can carry it); returns the tag string."""
     import bentoml
 

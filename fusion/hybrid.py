@@ -807,11 +807,10 @@ class HybridModel:
 
         return load_model(directory, expected_encoders)
 
-    def save_to_model_store(self, name: str | None = None, labels: dict | None = None) -> str:
+    def save_to_model_store(self, name: str = "mixrec-hybrid", labels: dict | None = None) -> str:
         from fusion.artifacts import save_to_model_store
-        from mixrec.config import HYBRID_MODEL_NAME
 
-        return save_to_model_store(self, name or HYBRID_MODEL_NAME, labels)
+        return save_to_model_store(self, name, labels)
 
     @classmethod
     def load_from_model_store(cls, tag: str, expected_encoders: dict[str, dict] | None = None) -> "HybridModel":
