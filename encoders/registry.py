@@ -7,7 +7,9 @@ A package registers a kind with, in its pyproject.toml::
 
 where ``MyEncoder`` subclasses ``encoders.base.Encoder``, sets ``modality`` and
 has a ``from_config(cfg: EncoderConfig, limits: LimitsConfig | None)`` classmethod.
-In-process code can call ``register_encoder("my-kind")`` as a decorator instead.
+In-process code can call ``register_encoder("my-kind")`` as a decorator instead. ``mixrec build`` adds
+the distribution that provides an entry-point kind to the Bento's Python packages (README "Write an
+encoder kind"; a complete example package is examples/encoder-plugin/).
 """
 
 from __future__ import annotations
@@ -61,6 +63,15 @@ def _load_class(kind: str) -> type:
         _REGISTERED[kind] = cls
         return cls
     raise EncoderConfigError(f"unknown encoder kind {kind!r}; known kinds: {sorted(available_kinds())}")
+
+
+def kind_distribution(kind: str):
+    """The installed distribution (``importlib.metadata.Distribution``) whose entry point provides ``kind``;
+    None for built-in and in-process kinds. Packaging adds it to the Bento's Python packages."""
+    if kind in _BUILTIN:
+        return None
+    ep = _entry_points().get(kind)
+    return getattr(ep, "dist", None) if ep is not None else None
 
 
 def kind_modality(kind: str) -> str:

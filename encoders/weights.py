@@ -37,10 +37,23 @@ class WeightsSource:
 
     @property
     def trained(self) -> bool:
+        """True only for weights known to be trained: a hub model, an open_clip pretrained tag, a weights
+        package, or saved weights whose mixrec marker says so (written by an encoder's ``save`` or by
+        ``mixrec models import --trained``). Random and unmarked local weights are not known to be."""
+        return self.trained_note.startswith("trained")
+
+    @property
+    def trained_note(self) -> str:
+        """Why ``trained`` is what it is, in words an operator can act on."""
         if self.kind == "random":
-            return False
+            return "untrained: random weights from the architecture config"
+        if self.kind in ("hub", "tag", "package"):
+            return f"trained: a published model ({self.describe()})"
         marker = read_marker(self.path) if self.is_dir else {}
-        return bool(marker.get("trained", True))
+        if "trained" not in marker:
+            return ("unknown, reported as untrained: these weights carry no mixrec marker; mark them with "
+                    "`mixrec models import DIR --trained` if they are a trained model")
+        return "trained: marked trained" if marker["trained"] else "untrained: marked untrained when saved"
 
     @property
     def is_dir(self) -> bool:
