@@ -164,6 +164,15 @@ def _tokenizer_settings(tok) -> Any:
             "vocab": _sha(sorted(vocab.items())) if isinstance(vocab, dict) else None}
 
 
+def _transform_settings(t) -> Any:
+    """A torchvision transform pipeline as data: each step's type and public settings (sizes, crop, mean/std)."""
+    steps = getattr(t, "transforms", None)
+    if isinstance(steps, (list, tuple)):
+        return [_transform_settings(x) for x in steps]
+    return {"type": type(t).__name__,
+            **{k: v for k, v in sorted(vars(t).items()) if not k.startswith("_") and k != "training"}}
+
+
 def _preprocessing(encoder) -> Any:
     parts = {}
     tok = getattr(encoder, "tokenizer", None)
@@ -171,7 +180,7 @@ def _preprocessing(encoder) -> Any:
         parts["tokenizer"] = _tokenizer_settings(tok)
     transform = getattr(encoder, "preprocess", None)
     if transform is not None and not callable(getattr(transform, "to_dict", None)):
-        parts["transform"] = repr(transform)  # torchvision Compose: sizes, crop, mean/std in its repr
+        parts["transform"] = _transform_settings(transform)
     features = getattr(encoder, "features", None)
     if features is not None and hasattr(features, "to_dict"):
         parts["features"] = _clean({k: v for k, v in features.to_dict().items() if not isinstance(v, np.ndarray)})
@@ -200,7 +209,9 @@ def fingerprint(encoder) -> dict[str, Any]:
     if cached is not None:
         return cached
     parts = _parts(encoder)
-    fp = {"version": FINGERPRINT_VERSION, **parts, "dtype": str(encoder.describe().get("dtype", "float32")),
+    desc = encoder.describe()
+    fp = {"version": FINGERPRINT_VERSION, **parts, "dtype": str(desc.get("dtype", "float32")),
+          "source": desc.get("weights"),  # where the weights came from: shown in messages, never compared
           "probe": probe(encoder),
           "digest": _sha({k: v for k, v in parts.items() if k != "model"})[:16]}
     try:
@@ -240,7 +251,7 @@ def _fp(record: dict | None) -> dict | None:
 def label(record: dict) -> str:
     """One readable line naming an encoder: kind:model (weights source, dim, digest)."""
     fp = _fp(record) or {}
-    src = record.get("weights")
+    src = record.get("source") if record is fp else record.get("weights")
     bits = [f"dim {record.get('dim', fp.get('dim'))}"]
     if src is not None:
         bits.insert(0, f"weights {src}")
