@@ -55,7 +55,7 @@ class Swap:
     bert_v1: str
     bert_v2: str
     train_output: str
-    repo_status: str
+    repo_status: dict
 
     def mixrec(self, *args: str, extra_env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run([str(self.venv_python), "-c", "from mixrec.cli import main; main()", *args],
@@ -72,8 +72,15 @@ class Swap:
                 "MIXREC__SERVING__STATE_DIR": str(state / "model"), **overrides}
 
 
-def _git_status() -> str:
-    return subprocess.run(["git", "status", "--porcelain"], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+def _git_status() -> dict:
+    """What the swap must not touch: the files the old path had to edit (bentofile, configs) and the set of
+    untracked files in the repository (anything the commands would have written there)."""
+    import hashlib
+
+    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard"], cwd=REPO_ROOT,
+                               capture_output=True, text=True).stdout.split()
+    files = [REPO_ROOT / "bentofile.yaml", *sorted((REPO_ROOT / "configs").glob("*.yaml"))]
+    return {"untracked": untracked, **{f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files}}
 
 
 def _make_venv(root: Path) -> Path:
