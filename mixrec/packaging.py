@@ -181,6 +181,9 @@ def plan_build(cfg: MixrecConfig, config_name: str, *, model_tag: str | None = N
         raise PackagingError(f"--build-dir {ctx} is not empty; give a new or empty directory")
     ctx.mkdir(parents=True, exist_ok=True)
     stage_sources(bentofile, ctx)
+    if base != "public":  # the docker template the derived bentofile names, relative to the build context
+        (ctx / DOCKERFILE_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / DOCKERFILE_TEMPLATE, ctx / DOCKERFILE_TEMPLATE)
     (ctx / BENTO_CONFIG).parent.mkdir(parents=True, exist_ok=True)
     (ctx / BENTO_CONFIG).write_text(
         f"# The config this Bento serves: {config_name} with MIXREC__* overrides applied at build, encoder weights\n"
