@@ -147,8 +147,9 @@ def derived_bentofile(base: str = "public", frozen: Mapping[str, str] | None = N
     return out
 
 
-def stage_sources(bentofile: Path, ctx: Path) -> None:
-    """Copy the files the bentofile's ``include`` names (from the installed mixrec tree) into ``ctx``."""
+def stage_sources(bentofile: Path, ctx: Path, base: str = "public") -> None:
+    """Copy the files the bentofile's ``include`` names (from the installed mixrec tree) into ``ctx``, and for a
+    ``base`` other than public the docker template the derived bentofile names (relative to ``ctx``)."""
     spec = yaml.safe_load(bentofile.read_text())
     for pattern in spec.get("include", []):
         for f in REPO_ROOT.glob(pattern):
@@ -156,6 +157,9 @@ def stage_sources(bentofile: Path, ctx: Path) -> None:
                 dest = ctx / f.relative_to(REPO_ROOT)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, dest)
+    if base != "public":
+        (ctx / DOCKERFILE_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / DOCKERFILE_TEMPLATE, ctx / DOCKERFILE_TEMPLATE)
 
 
 @dataclass(frozen=True)
@@ -180,10 +184,7 @@ def plan_build(cfg: MixrecConfig, config_name: str, *, model_tag: str | None = N
     if ctx.exists() and any(ctx.iterdir()):
         raise PackagingError(f"--build-dir {ctx} is not empty; give a new or empty directory")
     ctx.mkdir(parents=True, exist_ok=True)
-    stage_sources(bentofile, ctx)
-    if base != "public":  # the docker template the derived bentofile names, relative to the build context
-        (ctx / DOCKERFILE_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / DOCKERFILE_TEMPLATE, ctx / DOCKERFILE_TEMPLATE)
+    stage_sources(bentofile, ctx, base)
     (ctx / BENTO_CONFIG).parent.mkdir(parents=True, exist_ok=True)
     (ctx / BENTO_CONFIG).write_text(
         f"# The config this Bento serves: {config_name} with MIXREC__* overrides applied at build, encoder weights\n"

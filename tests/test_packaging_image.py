@@ -46,6 +46,15 @@ def test_frozen_encoder_weights_are_packaged_and_configured(tmp_path):
     assert "docker" not in spec or "base_image" not in spec["docker"]
 
 
+def test_staged_build_context_holds_the_included_code_and_the_docker_template(tmp_path):
+    packaging.stage_sources(packaging.BENTOFILE, tmp_path / "public")
+    assert (tmp_path / "public/services/recommender.py").is_file() and (tmp_path / "public/configs/bento.yaml").is_file()
+    assert not (tmp_path / "public/tests").exists() and not (tmp_path / "public" / packaging.DOCKERFILE_TEMPLATE).exists()
+    packaging.stage_sources(packaging.BENTOFILE, tmp_path / "local", "local")
+    assert (tmp_path / "local" / packaging.DOCKERFILE_TEMPLATE).read_bytes() == \
+        (REPO_ROOT / packaging.DOCKERFILE_TEMPLATE).read_bytes()
+
+
 def test_unknown_base_is_refused(tmp_path):
     with pytest.raises(packaging.PackagingError):
         packaging.derived_bentofile("two words", {}, out_dir=tmp_path)
