@@ -28,7 +28,7 @@ import yaml
 
 from mixrec.bento_models import (HYBRID_MODEL_NAME, PackagingError, exact_model_tag, pin_encoder_weights,  # noqa: F401
                                  pinned_config, plugin_requirements, weights_env)
-from mixrec.config import ENV_CONFIG_FILE, MODALITIES, REPO_ROOT, MixrecConfig, load_config
+from mixrec.config import ENV_CONFIG_FILE, REPO_ROOT, MixrecConfig, load_config
 
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 BENTO_CONFIG = "configs/bento.yaml"  # relative to the build context / the Bento's src/
