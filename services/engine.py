@@ -250,6 +250,7 @@ class RecommenderEngine:
             "catalog": self.store.stats(),
             "model": {"items": len(snap.item_ids), "users": len(snap.user_ids),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
+                      "adjusted_config": self.model.space.adjustments(),
                       "pending_events": self.pending_events, "updates_done": self.updates_done,
                       "last_update_seconds": self.last_update_seconds},
             "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,

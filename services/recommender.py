@@ -24,6 +24,7 @@ from bentoml.exceptions import BentoMLException
 from pydantic import Field
 
 from mixrec.errors import InputError, shown_list
+from services import encoder_check
 from services.audio_encoder import AudioEncoder
 from services.encoder_runtime import b64encode
 from services.image_encoder import ImageEncoder
@@ -65,6 +66,7 @@ def api_errors(fn):
     @functools.wraps(fn)
     async def wrapper(*args, **kwargs):
         try:
+            await encoder_check.guard(args[0])  # refused at start (served encoders do not match): a 503 naming both
             return await fn(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - every failure becomes one answer in the one shape
             return _error_response(fn.__name__, e)
@@ -169,10 +171,12 @@ class Recommender:
         self.cfg = CONFIG
         self.limits = CONFIG.limits
         self.engine = RecommenderEngine.open(CONFIG)
+        self.encoder_check = encoder_check.for_service(self)
         self.started = time.time()
 
-    def __is_ready__(self) -> bool:
-        return self.engine is not None
+    async def __is_ready__(self) -> bool:
+        # ready only once the served encoders' fingerprints match the trained artifacts' (services/encoder_check.py)
+        return self.engine is not None and await encoder_check.ready(self)
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
