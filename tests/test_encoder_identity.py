@@ -60,14 +60,11 @@ def test_pooling_and_max_length_are_part_of_the_identity(tiny_model_dirs, tiny_t
 
 def test_weights_saved_by_transformers_without_a_marker_are_not_reported_trained(tmp_path, bentoml_home):
     """Regression: a random tiny BERT saved with save_pretrained used to report trained: true."""
-    from transformers import AutoTokenizer, BertModel
-
-    from encoders.text import tiny_bert_config
-    from encoders.weights import bundled_tokenizer_dir
+    from encoders.architectures import build_random
     from tools.cli.models import import_model
 
-    tok = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
-    BertModel(tiny_bert_config(len(tok)), add_pooling_layer=False).save_pretrained(tmp_path / "bert")
+    model, _, tok = build_random("mixrec-tiny-bert", 0, ("bert",))
+    model.save_pretrained(tmp_path / "bert")
     tok.save_pretrained(tmp_path / "bert")
     d = build_encoder(encoder_config("hf-text", "my-bert", f"local:{tmp_path / 'bert'}")).describe()
     assert d["trained"] is False and "mixrec models import" in d["trained_note"]
