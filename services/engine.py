@@ -106,14 +106,20 @@ class RecommenderEngine:
         self._table: tuple[SnapshotMeta, ItemTable] | None = None
         self._snap_meta: SnapshotMeta | None = None
         self.checkpoints = CheckpointDir(cfg.serving.state_dir)
+        self.model_channel = None  # hot swap across replicas (services/hot_swap.py), set by open()
+        self.model_version: str | None = None  # the published version served (None: not from the channel)
         self.ann = AnnCandidates(cfg.serving.ann_threshold)
         single_threaded_blas()
 
     # ================================================================ lifecycle
     @classmethod
     def open(cls, cfg: MixrecConfig, start_background: bool = True) -> "RecommenderEngine":
+        from services.hot_swap import ModelChannel
+
         store = CatalogStore(cfg.storage.url)
-        found = CheckpointDir(cfg.serving.state_dir).load(store.database_id, store.high_water_marks())
+        channel = ModelChannel.from_config(cfg)  # start from the newest published version when there is one
+        found = ((channel.load_latest(store) if channel else None)
+                 or CheckpointDir(cfg.serving.state_dir).load(store.database_id, store.high_water_marks()))
         if found is not None:
             model, marks = found
         else:
@@ -127,6 +133,9 @@ class RecommenderEngine:
         gc.collect()
         gc.freeze()
         engine = cls(cfg, model, store, media, marks)
+        if channel is not None:
+            engine.model_channel = channel
+            channel.attach(engine)
         engine.bootstrap_catalog()
         engine.sync()
         if start_background:
@@ -161,6 +170,8 @@ class RecommenderEngine:
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.cfg.serving.sync_interval_s):
             try:
+                if self.model_channel is not None:
+                    self.model_channel.follow()  # a newer published model: swap it in (it replays the database)
                 self.sync()
             except Exception:  # keep serving; the next round retries
                 self.sync_failures += 1
@@ -282,13 +293,38 @@ class RecommenderEngine:
         self.updates_done += 1
         self.last_update_seconds = round(time.perf_counter() - t0, 3)
         self.checkpoint()
+        if self.model_channel is not None:
+            self.model_channel.publish()  # the other replicas swap it in
 
-    def checkpoint(self) -> None:
-        """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py)."""
+    def checkpoint(self, into: CheckpointDir | None = None):
+        """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py) into the state
+        directory, or ``into`` another one (the shared model channel); returns the saved directory."""
         with self._sync_lock:
             marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
                      "trained_events": self.trained_mark}
-            self.checkpoints.save(self.model, marks, self.store.database_id)
+            return (into or self.checkpoints).save(self.model, marks, self.store.database_id)
+
+    def update_running(self) -> bool:
+        run = self._update
+        return run is not None and run.thread.is_alive()
+
+    def adopt(self, model: HybridModel, watermarks: dict[str, int]) -> None:
+        """Serve ``model`` (saved at ``watermarks``) from now on: the hot-swap hook (services/hot_swap.py).
+
+        The database rows after its watermarks are replayed into it beside the serving model first —
+        by a second engine over the same store that never trains — then once more under the sync lock
+        for rows committed meanwhile, and only then is it swapped in: no request sees it behind the
+        database (an erased user or a deleted item coming back), none waits for the load.
+        """
+        quiet = self.cfg.model_copy(update={"serving": self.cfg.serving.model_copy(update={"update_every": 0})})
+        fresh = type(self)(quiet, model, self.store, self.media, watermarks)
+        fresh.sync()
+        with self._sync_lock:
+            fresh.sync()
+            self.model = fresh.model
+            self.event_mark, self.change_mark = fresh.event_mark, fresh.change_mark
+            self.forget_mark, self.trained_mark = fresh.forget_mark, fresh.trained_mark
+            self.pending_events = fresh.pending_events
 
     def _after_commit(self, what: str, checkpoint: bool = False) -> bool:
         """Apply a committed write to the model. The write is durable whatever happens here: a failure
@@ -593,7 +629,8 @@ class RecommenderEngine:
             "model": {"items": len(snap.item_ids), "users": len(snap.user_ids),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "pending_events": self.pending_events, "updates_done": self.updates_done,
-                      "last_update_seconds": self.last_update_seconds},
+                      "last_update_seconds": self.last_update_seconds, "version": self.model_version,
+                      **({"channel": self.model_channel.status()} if self.model_channel is not None else {})},
             "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
                            "trained_events": self.trained_mark},
             "sync_failures": self.sync_failures,
