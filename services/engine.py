@@ -145,7 +145,12 @@ class RecommenderEngine:
     def bootstrap_catalog(self) -> None:
         """First start on an empty database: the trained catalog becomes the stored catalog."""
         if self.store.count_items() == 0 and self.model.items:
-            self.store.add_items(self.model.items)
+            from mixrec.storage.errors import DuplicateItemsError
+
+            try:
+                self.store.add_items(self.model.items)
+            except DuplicateItemsError:  # another replica starting at the same time stored them first:
+                return  # the same items, which the next sync finds already held
             # Those adds are already in the model: start the change log after them.
             changes = self.store.catalog_changes(since_id=self.change_mark)
             if changes:
