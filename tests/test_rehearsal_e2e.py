@@ -146,7 +146,9 @@ def cluster(tiny_demo, postgres_server, tmp_path_factory):  # noqa: F811 - the f
 
 
 def _info(url: str) -> dict:
-    return httpx.post(f"{url}/info", json={}, timeout=60).json()
+    r = httpx.post(f"{url}/info", json={}, timeout=60)  # it asks every encoder: a dead replica is retried
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 def _state(info: dict) -> tuple:
