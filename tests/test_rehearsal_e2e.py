@@ -1,6 +1,9 @@
-"""Multi-node rehearsal on one machine: every service its own ``bentoml serve`` process.
+"""Multi-node rehearsal on one machine: every service of the built Bento its own server process.
 
-One throwaway PostgreSQL; two TextEncoder replicas behind one address (tests/tcp_round_robin.py,
+What the Kubernetes manifests (deploy/k8s) run, on loopback: from the one tiny Bento the e2e session
+builds, each encoder is started alone (``start-http-server --service-name TextEncoder``: what the
+Bento's container entrypoint runs for ``args: [start-http-server, ...]``) and each Recommender with
+``bentoml serve <bento>`` told where the encoders are. One throwaway PostgreSQL; two TextEncoder replicas behind one address (tests/tcp_round_robin.py,
 standing in for a Kubernetes Service), one ImageEncoder, one AudioEncoder; two Recommender replicas
 told where the encoders are (``serving.<slot>_encoder.url``), each with its own state directory,
 sharing the database, the media directory and the model channel (services/hot_swap.py). A client
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import threading
 import time
 from collections import Counter
@@ -31,7 +35,7 @@ from mixrec.catalog import read_interactions, read_items
 from mixrec.packaging import OFFLINE_ENV, bentoml_executable
 from mixrec.process_tree import ProcessTree, wait_http_ready
 from pg_server import postgres_server  # noqa: F401 - fixture
-from server_harness import REPO_ROOT, free_port
+from server_harness import free_port
 from tcp_round_robin import RoundRobinProxy
 
 pytestmark = pytest.mark.e2e
@@ -44,8 +48,8 @@ NETWORK_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError
 class Node:
     """One service in one ``bentoml serve`` process on a fixed loopback port (kept across restarts)."""
 
-    def __init__(self, name: str, target: str, env: dict[str, str], log_dir: Path) -> None:
-        self.name, self.target, self.env, self.log_dir = name, target, env, log_dir
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], log_dir: Path, cwd: Path) -> None:
+        self.name, self.cmd, self.env, self.log_dir, self.cwd = name, cmd, env, log_dir, cwd
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tree: ProcessTree | None = None
@@ -55,9 +59,8 @@ class Node:
         self.starts += 1
         log = open(self.log_dir / f"{self.name}-{self.starts}.log", "wb")
         with log:
-            self.tree = ProcessTree([bentoml_executable(), "serve", self.target, "--host", "127.0.0.1",
-                                     "--port", str(self.port)], env={**os.environ, **OFFLINE_ENV, **self.env},
-                                    cwd=REPO_ROOT, output=log)
+            self.tree = ProcessTree([*self.cmd, "--host", "127.0.0.1", "--port", str(self.port)],
+                                    env={**os.environ, **OFFLINE_ENV, **self.env}, cwd=self.cwd, output=log)
 
     def wait_ready(self) -> None:
         log = self.log_dir / f"{self.name}-{self.starts}.log"
@@ -113,22 +116,27 @@ def cluster(tiny_demo, postgres_server, tmp_path_factory):  # noqa: F811 - the f
     db = postgres_server.create_database()
     logs = root / "logs"
     logs.mkdir()
-    enc_env = {"MIXREC_CONFIG": str(REPO_ROOT / "configs" / "offline.yaml")}
-    text = [Node(f"text-{n}", "services.text_encoder:TextEncoder", enc_env, logs) for n in "ab"]
-    image = Node("image", "services.image_encoder:ImageEncoder", enc_env, logs)
-    audio = Node("audio", "services.audio_encoder:AudioEncoder", enc_env, logs)
+    bento, env = tiny_demo.bento_tag, tiny_demo.env()  # BENTOML_HOME, the Bento's config and model tags
+
+    def encoder(name: str, service: str) -> Node:
+        cmd = [sys.executable, "-m", "bentoml_cli._internal.start", "start-http-server", bento,
+               "--service-name", service]
+        return Node(name, cmd, env, logs, tiny_demo.data_dir)
+
+    text = [encoder(f"text-{n}", "TextEncoder") for n in "ab"]
+    image, audio = encoder("image", "ImageEncoder"), encoder("audio", "AudioEncoder")
     proxy = RoundRobinProxy([("127.0.0.1", t.port) for t in text])
 
     def rec_env(name: str) -> dict[str, str]:
-        return {**enc_env, "MIXREC__SERVING__ARTIFACTS": str(tiny_demo.artifacts_dir),
-                "MIXREC__SERVING__STATE_DIR": str(root / name / "state"),
+        return {**env, "MIXREC__SERVING__STATE_DIR": str(root / name / "state"),
                 "MIXREC__STORAGE__URL": postgres_server.url(db), "MIXREC__STORAGE__MEDIA_DIR": str(root / "media"),
                 "MIXREC__SERVING__MODEL_CHANNEL": str(root / "channel"), "MIXREC__SERVING__UPDATE_EVERY": "0",
                 "MIXREC__SERVING__SYNC_INTERVAL_S": str(SYNC_S),
                 "MIXREC__SERVING__TEXT_ENCODER__URL": proxy.url, "MIXREC__SERVING__IMAGE_ENCODER__URL": image.url,
                 "MIXREC__SERVING__AUDIO_ENCODER__URL": audio.url}
 
-    recs = [Node(f"rec-{n}", "services.recommender:Recommender", rec_env(f"rec-{n}"), logs) for n in range(2)]
+    recs = [Node(f"rec-{n}", [bentoml_executable(), "serve", bento], rec_env(f"rec-{n}"), logs, tiny_demo.data_dir)
+            for n in range(2)]
     nodes = [*text, image, audio, *recs]
     t0 = time.monotonic()
     try:
