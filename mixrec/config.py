@@ -201,6 +201,19 @@ class ServingConfig(_Strict):
     timeout_s: int = Field(120, ge=1)
 
 
+class RayEncodeConfig(_Strict):
+    """``mixrec encode --engine ray`` (mixrec/encode_ray.py): a pool of actors, each holding the encoders."""
+
+    actors: int = Field(2, ge=1, le=10_000)  # encoder replicas in the pool (one model copy each)
+    batch_size: int = Field(256, ge=1, le=100_000)  # catalogue items per actor call
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.25, ge=0, le=8)  # used when the cluster has GPUs: 0.25 = four actors a GPU
+
+
+class EncodeConfig(_Strict):
+    ray: RayEncodeConfig = Field(default_factory=RayEncodeConfig)
+
+
 class MixrecConfig(_Strict):
     profile: str = "custom"
     data_dir: str = "data/demo"
@@ -212,6 +225,7 @@ class MixrecConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     events: dict[str, EventRule] = Field(default_factory=default_events)  # feedback event semantics
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)  # batch catalogue encoding (mixrec encode)
 
     @field_validator("events")
     @classmethod
