@@ -118,9 +118,12 @@ ENCODER_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 async def _call_encoder(method, payload, what: str):
     """``await method(payload)``, retried on overload and connection errors; else a 503 naming the encoder.
 
-    BentoML's dependency client is httpx: a refused or dropped connection is retried (encoding is
-    idempotent); a read timeout is not (the encoder is busy with it) and becomes a 503 at once.
+    BentoML 1.4's dependency client (``RemoteProxy``) is aiohttp; its other clients are httpx. A refused,
+    reset or dropped connection is retried (encoding is idempotent) on a new connection, which the address
+    in front of the encoder's replicas (a Kubernetes Service) sends to a replica again — another one when
+    this one died; a timeout is not retried (the encoder is busy with it) and becomes a 503 at once.
     """
+    import aiohttp
     import httpx
     from bentoml.exceptions import ServiceUnavailable
 
@@ -130,12 +133,13 @@ async def _call_encoder(method, payload, what: str):
         try:
             return await method(payload)
         except (ServiceUnavailable, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.RemoteProtocolError) as e:
+                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
             if delay is None:
                 raise UnavailableError(f"the {what} encoder is unavailable (overloaded or restarting), retry "
                                        f"later: {type(e).__name__}") from None
             await asyncio.sleep(delay)
-        except httpx.TimeoutException as e:
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             raise UnavailableError(f"the {what} encoder did not answer in time ({type(e).__name__}); retry "
                                    "later") from None
         except BentoMLException as e:
@@ -161,9 +165,12 @@ def _first_row(arr: Any, what: str) -> np.ndarray:
 
 @bentoml.service(name="Recommender", workers=CONFIG.serving.workers, traffic={"timeout": CONFIG.serving.timeout_s})
 class Recommender:
-    text_encoder = bentoml.depends(TextEncoder)
-    image_encoder = bentoml.depends(ImageEncoder)
-    audio_encoder = bentoml.depends(AudioEncoder)
+    # BentoML's own mechanism for a dependency running elsewhere: with ``serving.<slot>_encoder.url`` set
+    # (MIXREC__SERVING__TEXT_ENCODER__URL=http://...), ``bentoml serve`` starts no local copy and calls that
+    # address as JSON over HTTP; unset, the encoder runs beside the Recommender as before (README "Scale out").
+    text_encoder = bentoml.depends(TextEncoder, url=CONFIG.serving.text_encoder.url)
+    image_encoder = bentoml.depends(ImageEncoder, url=CONFIG.serving.image_encoder.url)
+    audio_encoder = bentoml.depends(AudioEncoder, url=CONFIG.serving.audio_encoder.url)
 
     def __init__(self) -> None:
         from services.engine import RecommenderEngine
@@ -409,11 +416,8 @@ class Recommender:
     @api_errors
     async def info(self) -> dict:
         """Encoders in use (with trained flags), catalog and model statistics."""
-        encoders = {
-            "text": await self.text_encoder.to_async.describe(),
-            "image": await self.image_encoder.to_async.describe(),
-            "audio": await self.audio_encoder.to_async.describe(),
-        }
+        encoders = {m: await _call_encoder(lambda _, enc=enc: enc.to_async.describe(), None, m) for m, enc in
+                    (("text", self.text_encoder), ("image", self.image_encoder), ("audio", self.audio_encoder))}
         stats = await asyncio.to_thread(self.engine.info)
         untrained = [m for m, d in encoders.items() if not d.get("trained", True)]
         return {"profile": self.cfg.profile, "encoders": encoders, "untrained_encoders": untrained,
