@@ -119,6 +119,13 @@ async def _call_encoder(method, payload, what: str):
     BentoML's dependency client is httpx: a refused or dropped connection is retried (encoding is
     idempotent); a read timeout is not (the encoder is busy with it) and becomes a 503 at once.
     """
+    from services.ops_metrics import encoder_call
+
+    with encoder_call(what):  # latency and failures per modality on /metrics
+        return await _call_encoder_retrying(method, payload, what)
+
+
+async def _call_encoder_retrying(method, payload, what: str):
     import httpx
     from bentoml.exceptions import ServiceUnavailable
 
@@ -170,6 +177,9 @@ class Recommender:
         self.limits = CONFIG.limits
         self.engine = RecommenderEngine.open(CONFIG)
         self.started = time.time()
+        from services import operate
+
+        operate.bind(self.engine)  # metrics and the media endpoint read this worker's engine
 
     def __is_ready__(self) -> bool:
         return self.engine is not None
@@ -423,3 +433,7 @@ class Recommender:
 from services.http_guards import install_http_guards  # noqa: E402
 
 install_http_guards(Recommender, CONFIG)
+# The demo page (/ui, / redirects there, Swagger UI at /docs), /media, mixrec's metrics, request logs.
+from services import operate  # noqa: E402
+
+operate.install(Recommender, CONFIG)
