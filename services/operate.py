@@ -71,3 +71,20 @@ def install(service, config) -> None:
     ops_metrics.install(service)
     if config.serving.log_json:
         use_json_logs()
+
+
+COUNTS_NOTE = ("database: what this deployment stored (the catalogue, and the users and feedback events received "
+               "over the API); model: what the served model was trained on (the training set's users and items) "
+               "plus the updates since. A user can be trained in the model with no row in the database, and an "
+               "event in the database waits in events_pending until update_model trains it.")
+
+
+def info_counts(stats: dict) -> dict:
+    """``info``'s counts, each named for where it is counted (issue 16: "1 user in the database beside
+    400 in the model" read as a contradiction)."""
+    catalog, model = stats["catalog"], stats["model"]
+    return {"database": {"items": catalog["items"], "items_by_type": catalog.get("items_by_type", {}),
+                         "users": catalog["users"], "events": catalog["interactions"]},
+            "model": {"items": model["items"], "users_trained": model["users"],
+                      "events_pending": model["pending_events"], "updates_done": model["updates_done"]},
+            "note": COUNTS_NOTE}

@@ -95,6 +95,7 @@ def _init_series(m: dict) -> None:
         m["enc_failures"].labels(modality=mod)
     for reason in sorted(set(REFUSAL_REASONS.values()) | {"other"}):
         m["refused"].labels(reason=reason)
+    # The "last ..." gauges appear once something was measured (no made-up value before that).
 
 
 # ------------------------------------------------------------------ binding to the engine

@@ -421,6 +421,9 @@ class Recommender:
             "audio": await self.audio_encoder.to_async.describe(),
         }
         stats = await asyncio.to_thread(self.engine.info)
+        from services.operate import info_counts
+
+        stats["counts"] = info_counts(stats)  # database vs model counts, named so they cannot read as one
         untrained = [m for m, d in encoders.items() if not d.get("trained", True)]
         return {"profile": self.cfg.profile, "encoders": encoders, "untrained_encoders": untrained,
                 "notice": (f"{', '.join(untrained)} encoder(s) run with UNTRAINED weights: their content signal "

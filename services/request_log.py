@@ -68,13 +68,13 @@ class RequestLogMiddleware:
         rid = given if given and len(given) <= 64 and given.replace("-", "").isalnum() else uuid.uuid4().hex
         token = REQUEST_ID.set(rid)
         t0 = time.perf_counter()
+        endpoint = metrics_path(scope)  # now: routing rewrites the scope of a mounted app
 
         async def logging_send(message):
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
                 ms = round((time.perf_counter() - t0) * 1000, 1)
-                endpoint = metrics_path(scope)
                 access_log.log(logging.ERROR if status >= 500 else logging.INFO,
                                "%s %s -> %d in %.1f ms", scope.get("method"), endpoint, status, ms,
                                extra={"request_id": rid, "endpoint": endpoint, "status": status,
