@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 TOP_CLUSTERS = 2
 TOP_LIKED = 3
-MAIN_INTERESTS = 3  # a cluster outside the user's top few is not one of their "main" interests
+MAIN_SHARE = 0.5  # a "main" interest holds at least half the share of the user's top interest
 TIE_TOLERANCE = 1e-3  # modality shares this close count as a tie
 
 
@@ -92,15 +92,15 @@ def _modality(snap, space, item: int, profile: np.ndarray | None) -> tuple[str |
 
 
 def _outside_main_interests(interest: np.ndarray, shown_clusters: list[int]) -> str | None:
-    """A sentence when none of the clusters shown is among the user's main interests (their top
-    ``MAIN_INTERESTS``): the main ones are exhausted (e.g. every item of them already seen), and a
-    cluster at a user share of 0.01 must not read as the reason."""
-    if not np.any(interest > 0):
+    """A sentence when none of the clusters shown is among the main interests (share at least
+    ``MAIN_SHARE`` of the top one): e.g. a user who has seen every item of their main interests gets
+    items from elsewhere, and a cluster at a user share of 0.01 must not read as the reason."""
+    top = float(interest.max()) if interest.size else 0.0
+    if top <= 0:
         return None
-    main = {int(c) for c in np.argsort(-interest)[:MAIN_INTERESTS] if interest[c] > 0}
-    if main & set(shown_clusters):
+    if any(interest[c] >= MAIN_SHARE * top for c in shown_clusters):
         return None
-    return "outside your main interests (nothing unseen is left there that scores higher)"
+    return "outside your main interests: it ranked here on its other score parts"
 
 
 def _nearest_liked(snap, item: int, liked: np.ndarray) -> list[dict]:

@@ -182,7 +182,7 @@ def _browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1050", "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
+                "--window-size=1400,1400", "--autoplay-policy=no-user-gesture-required", "--mute-audio"):
         opts.add_argument(arg)
     return webdriver.Chrome(service=Service(driver), options=opts)
 
@@ -272,7 +272,8 @@ def test_demo_page_in_a_real_browser(server, client, demo, tmp_path):
         # 3. like -> update model -> the list changes.
         drv.find_element("id", "q-image").clear()
         drv.find_element("id", "user-go").click()
-        _wait(drv, lambda: "for " in drv.find_element("id", "results-for").text and _cards(drv), "the user's grid again")
+        _wait(drv, lambda: drv.find_element("id", "results-for").text == f"for {demo['user']}" and _cards(drv),
+              "the user's grid again")
         before = [i for i, _ in _cards(drv)]
         drv.find_element("css selector", "#grid .card button.like").click()
         _wait(drv, lambda: "recorded" in drv.find_element("id", "status").text, "the like to be recorded")

@@ -122,10 +122,10 @@ function card(item, isNew) {
   h.textContent = item.title;
   const actions = document.createElement("div");
   actions.className = "actions";
-  const like = button("👍 Like", `like ${item.title}`, () => { sendEvent(item.item_id, "like"); like.setAttribute("aria-pressed", "true"); });
+  const like = button("Like", `like ${item.title}`, () => { sendEvent(item.item_id, "like"); like.setAttribute("aria-pressed", "true"); });
   like.classList.add("like");
-  const dislike = button("👎", `dislike ${item.title}`, () => { sendEvent(item.item_id, "dislike"); dislike.setAttribute("aria-pressed", "true"); });
-  const heart = button("♥ use", `use ${item.title} as a liked item in the description`, () => {
+  const dislike = button("Dislike", `dislike ${item.title}`, () => { sendEvent(item.item_id, "dislike"); dislike.setAttribute("aria-pressed", "true"); });
+  const heart = button("+ liked", `use ${item.title} as a liked item in the description`, () => {
     const ids = $("q-liked").value.split(",").map((s) => s.trim()).filter(Boolean);
     if (!ids.includes(item.item_id)) ids.push(item.item_id);
     $("q-liked").value = ids.join(", ");
@@ -204,6 +204,8 @@ async function runQuery(body, keepIds = false) {
   const rec = await api("recommend_by_query", body);
   render(rec.items, "for your description");
   chart(rec.interests || []);
+  if (!rec.interests) $("interest-chart").replaceChildren(Object.assign(document.createElement("li"), {
+    textContent: "The chart shows a known user's interests; a description's are in each card's chips." }));
 }
 
 async function sendEvent(itemId, event) {
