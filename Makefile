@@ -6,6 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mixrec-installed
 DATA   ?= data/demo
 CONFIG ?= configs/offline.yaml
+PORT   ?= 3000
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
@@ -28,13 +29,16 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mixrec demo --config $(CONFIG) --data-dir $(DATA)
+	$(VENV)/bin/mixrec demo --config $(CONFIG) --data-dir $(DATA) --port $(PORT)
 
 test: $(STAMP)
 	@# PostgreSQL server binaries for the PostgreSQL tests (never fails; those tests skip with a reason).
 	bash .ci/postgres.sh
 	@# buildah/podman/docker-registry for the registry TLS/auth test (never fails; it skips without them).
 	bash .ci/image-tools.sh
+	@# Debian chromium + chromium-driver for the demo page's browser test, promtool for the alert rules
+	@# (never fails; those tests skip with a reason).
+	bash .ci/browser.sh
 	@# The import contract (.importlinter): layers point down, no import loops.
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q

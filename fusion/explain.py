@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fusion.scoring import (FoldIn, ScoredQuery, fresh_shift, liked_interest, liked_similarity, modality_shares,
-                            taste_profile, user_scores)
+                            query_score_terms, taste_profile, user_score_terms, user_scores)
 from fusion.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 TOP_CLUSTERS = 2
 TOP_LIKED = 3
+MAIN_SHARE = 0.5  # a "main" interest holds at least half the share of the user's top interest
+TIE_TOLERANCE = 1e-3  # modality shares this close count as a tie
 
 
 def explain(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", item: int, interest: np.ndarray,
@@ -40,7 +42,12 @@ def explain(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", item: in
         order = [int(c) for c in snap.item_assign.clusters[item][:1] if membership[c] > 0]
     out["interests"] = [{"cluster": c, "label": codebook.labels[c], "user_share": round(float(interest[c]), 4),
                          "item_share": round(float(membership[c]), 4)} for c in order]
+    note = _outside_main_interests(interest, order)
+    if note:
+        out["note"] = note
     out["modality"], out["modality_shares"] = _modality(snap, space, item, profile)
+    if out["modality"] is None and len(out["modality_shares"]) > 1:
+        out["modality_tie"] = True  # every modality contributed the same: no single one "contributed most"
     out["because_you_liked"] = _nearest_liked(snap, item, liked)
     if fresh:
         for entry in out["because_you_liked"]:
@@ -79,7 +86,21 @@ def _modality(snap, space, item: int, profile: np.ndarray | None) -> tuple[str |
         return None, {}
     total = sum(raw.values())
     shares = {m: round(v / total, 4) if total > 0 else round(1.0 / len(raw), 4) for m, v in raw.items()}
+    if len(shares) > 1 and max(shares.values()) - min(shares.values()) <= TIE_TOLERANCE:
+        return None, shares
     return max(shares, key=shares.get), shares
+
+
+def _outside_main_interests(interest: np.ndarray, shown_clusters: list[int]) -> str | None:
+    """A sentence when none of the clusters shown is among the main interests (share at least
+    ``MAIN_SHARE`` of the top one): e.g. a user who has seen every item of their main interests gets
+    items from elsewhere, and a cluster at a user share of 0.01 must not read as the reason."""
+    top = float(interest.max()) if interest.size else 0.0
+    if top <= 0:
+        return None
+    if any(interest[c] >= MAIN_SHARE * top for c in shown_clusters):
+        return None
+    return "outside your main interests: it ranked here on its other score parts"
 
 
 def _nearest_liked(snap, item: int, liked: np.ndarray) -> list[dict]:
@@ -95,18 +116,22 @@ def _nearest_liked(snap, item: int, liked: np.ndarray) -> list[dict]:
 def explain_user(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", user_row: int, rows: np.ndarray,
                  scores: np.ndarray | None = None) -> list[dict]:
     """Explanations for a known user's item ``rows`` (``scores``: their scores there, when known)."""
-    if scores is None:
-        scores = user_scores(snap, snap.user_repr[user_row], rows)
+    terms = user_score_terms(snap, snap.user_repr[user_row], rows)  # they add up to the score
     liked = snap.seen[user_row].indices
     profile = taste_profile(snap, liked, None)
     interest = snap.user_interest[user_row]
-    return [explain(snap, codebook, space, int(j), interest, profile, liked, {"lightfm": float(s)})
-            for j, s in zip(rows, scores)]
+    return [explain(snap, codebook, space, int(j), interest, profile, liked, {n: float(t[i]) for n, t in terms.items()})
+            for i, j in enumerate(rows)]
 
 
 def explain_query(scored: ScoredQuery, codebook: "Codebook", space: "SharedSpace", rows: np.ndarray) -> list[dict]:
-    """Explanations for a scored query's item ``rows``: every score component the blend combined."""
-    parts = {n: np.asarray(v)[rows] for n, v in scored.parts.items()}
+    """Explanations for a scored query's item ``rows``: the weighted terms the blend added up (they sum to
+    the score; a component the blend did not use, e.g. "liked" for a pure description, is absent)."""
+    parts = query_score_terms(scored, rows)
+    if len(scored.liked) == 0 and "neighbours" in parts:
+        # No liked items were sent: the seeds are the items nearest to the description, and the term is
+        # what users who liked those items also liked. Named so, it is not read as "your liked items".
+        parts["neighbours_of_matches"] = parts.pop("neighbours")
     return [explain(scored.snapshot, codebook, space, int(j), scored.interest, scored.profile, scored.liked,
                     {n: float(v[i]) for n, v in parts.items()}) for i, j in enumerate(rows)]
 
@@ -130,6 +155,7 @@ def explain_fold_in(fold: FoldIn, codebook: "Codebook", space: "SharedSpace", ro
     else:
         interest = snap.user_interest[fold.user_row] if fold.user_row is not None else np.zeros(codebook.size)
     profile = taste_profile(snap, liked, None)
+    # "lightfm" is the trained part, "fresh_events" what the fresh events added: together the score.
     return [explain(snap, codebook, space, int(j), interest, profile, liked,
-                    {"lightfm": float(s), "fresh_events": float(m)}, fresh=fresh)
+                    {"lightfm": float(s) - float(m), "fresh_events": float(m)}, fresh=fresh)
             for j, s, m in zip(rows, scores, moved)]

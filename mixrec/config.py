@@ -177,6 +177,7 @@ class ServingConfig(_Strict):
     api_key: str | None = None  # bearer token required on every endpoint but health when set
     # Browser origins (scheme://host[:port]) allowed to call the API cross-site; CORS is off when empty.
     allowed_origins: list[str] = Field(default_factory=list)
+    log_json: bool = False  # one JSON object per log line (request id, endpoint, status, duration)
     max_k: int = Field(200, ge=1, le=10_000)
     max_request_items: int = Field(256, ge=1)  # items per add/delete/feedback call
     max_query_files: int = Field(4, ge=1)  # images / audio clips per query

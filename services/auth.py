@@ -6,8 +6,10 @@ import hmac
 
 from mixrec.errors import error_body
 
-# Probes and scrapers must work without the key.
-OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics"})
+# Probes and scrapers must work without the key; so must the demo page's own files (they hold no
+# data: the page asks for the key and sends it with every API and media call) and the redirect to it.
+OPEN_PATHS = frozenset({"/livez", "/healthz", "/readyz", "/metrics",
+                        "/", "/ui", "/ui/", "/ui/index.html", "/ui/app.js", "/ui/app.css"})
 
 
 class ApiKeyMiddleware:

@@ -368,3 +368,28 @@ def install_http_guards(service, config) -> None:
     install_bounded_metrics_paths()
     install_client_error_log_filter()
     harden_multipart_serde()
+
+
+def error_response(endpoint: str, e: BaseException):
+    """The one error answer: a typed ``MixrecError`` gets its own status; anything else is a bug (500).
+
+    Client errors are logged at INFO without a traceback; server errors at ERROR with one traceback.
+    """
+    from bentoml.exceptions import BentoMLException
+    from starlette.responses import JSONResponse
+
+    from mixrec.errors import MixrecError, error_payload
+
+    log = logging.getLogger("mixrec.recommender")  # the API's own logger, whoever answers
+
+    if isinstance(e, MixrecError):
+        status, message, code = e.status, str(e), e.code
+    elif isinstance(e, BentoMLException):  # BentoML's own typed errors (e.g. BadInput while parsing)
+        status, message, code = int(e.error_code), str(e), None
+    else:
+        status, message, code = 500, "unexpected server error; it was logged with its traceback", None
+    if status >= 500:
+        log.error("%s answered %d: %s", endpoint, status, message, exc_info=e)
+    else:
+        log.info("%s answered %d: %s", endpoint, status, message)
+    return JSONResponse(error_payload(status, message, code), status_code=status)

@@ -40,26 +40,7 @@ ItemIds = Annotated[list[ItemId], Field(max_length=1000)]
 Tags = Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(max_length=64)]
 
 
-def _error_response(endpoint: str, e: BaseException):
-    """The one error answer: a typed ``MixrecError`` gets its own status; anything else is a bug (500).
-
-    Client errors are logged at INFO without a traceback; server errors at ERROR with one traceback.
-    """
-    from starlette.responses import JSONResponse
-
-    from mixrec.errors import MixrecError, error_payload
-
-    if isinstance(e, MixrecError):
-        status, message, code = e.status, str(e), e.code
-    elif isinstance(e, BentoMLException):  # BentoML's own typed errors (e.g. BadInput while parsing)
-        status, message, code = int(e.error_code), str(e), None
-    else:
-        status, message, code = 500, "unexpected server error; it was logged with its traceback", None
-    if status >= 500:
-        log.error("%s answered %d: %s", endpoint, status, message, exc_info=e)
-    else:
-        log.info("%s answered %d: %s", endpoint, status, message)
-    return JSONResponse(error_payload(status, message, code), status_code=status)
+from services.http_guards import error_response as _error_response  # noqa: E402
 
 
 def api_errors(fn):
@@ -123,6 +104,13 @@ async def _call_encoder(method, payload, what: str):
     in front of the encoder's replicas (a Kubernetes Service) sends to a replica again — another one when
     this one died; a timeout is not retried (the encoder is busy with it) and becomes a 503 at once.
     """
+    from services.ops_metrics import encoder_call
+
+    with encoder_call(what):  # latency and failures per modality on /metrics
+        return await _call_encoder_retrying(method, payload, what)
+
+
+async def _call_encoder_retrying(method, payload, what: str):
     import aiohttp
     import httpx
     from bentoml.exceptions import ServiceUnavailable
@@ -180,6 +168,9 @@ class Recommender:
         self.engine = RecommenderEngine.open(CONFIG)
         self.encoder_check = encoder_check.for_service(self)
         self.started = time.time()
+        from services import operate
+
+        operate.bind(self.engine)  # metrics and the media endpoint read this worker's engine
 
     async def __is_ready__(self) -> bool:
         # ready only once the served encoders' fingerprints match the trained artifacts' (services/encoder_check.py)
@@ -419,6 +410,9 @@ class Recommender:
         encoders = {m: await _call_encoder(lambda _, enc=enc: enc.to_async.describe(), None, m) for m, enc in
                     (("text", self.text_encoder), ("image", self.image_encoder), ("audio", self.audio_encoder))}
         stats = await asyncio.to_thread(self.engine.info)
+        from services.operate import info_counts
+
+        stats["counts"] = info_counts(stats)  # database vs model counts, named so they cannot read as one
         untrained = [m for m, d in encoders.items() if not d.get("trained", True)]
         return {"profile": self.cfg.profile, "encoders": encoders, "untrained_encoders": untrained,
                 "notice": (f"{', '.join(untrained)} encoder(s) run with UNTRAINED weights: their content signal "
@@ -431,3 +425,7 @@ class Recommender:
 from services.http_guards import install_http_guards  # noqa: E402
 
 install_http_guards(Recommender, CONFIG)
+# The demo page (/ui, / redirects there, Swagger UI at /docs), /media, mixrec's metrics, request logs.
+from services import operate  # noqa: E402
+
+operate.install(Recommender, CONFIG)

@@ -172,7 +172,9 @@ def test_query_users_get_relevant_items(trained, catalog):
         assert np.mean([category_of(trained, r.item_id) == category for r in recs]) >= 0.7
         e = recs[0].explanation
         assert {b["item_id"] for b in e["because_you_liked"]} <= set(liked)
-        assert {"popularity", "content"} <= set(e["components"])
+        # The components are the blend's weighted terms (issue 16): those it used, adding up to the score.
+        assert {"neighbours", "content"} <= set(e["components"])
+        assert abs(sum(e["components"].values()) - recs[0].score) < 1e-3
         interests = trained.user_interests(Query(liked_item_ids=liked), top=2)
         assert interests[0][1].split(" / ")[0] == category
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fusion import scoring
+
 from fusion.hybrid import HybridModel
 from fusion.query import Query
 from fusion.synthetic import make_catalog
@@ -39,9 +41,13 @@ def test_scored_query_ranks_and_explains_without_rescoring(model, catalog):
     assert np.allclose(scored.scores, model.score_all(query))
     rows = np.argsort(-scored.scores)[:4]
     expl = model.explain_rows(scored, rows)
-    assert [set(e["components"]) for e in expl] == [set(scored.parts)] * 4
-    for e, j in zip(expl, rows):
-        assert e["components"]["popularity"] == round(float(scored.parts["popularity"][j]), 4)
+    # The components are the blend's exact terms (issue 16): they add up to the score.
+    terms = scoring.query_score_terms(scored, rows)
+    assert [set(e["components"]) for e in expl] == [set(terms)] * 4
+    for i, (e, j) in enumerate(zip(expl, rows)):
+        for name, t in terms.items():
+            assert e["components"][name] == round(float(t[i]), 4)
+        assert abs(sum(e["components"].values()) - scored.scores[j]) < 1e-3
     index = model.item_index()
     by_query = model.explain_rows(query, np.array([index[r.item_id] for r in recs]))
     assert by_query == [r.explanation for r in recs]

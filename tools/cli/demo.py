@@ -71,6 +71,9 @@ def examples_text(base_url: str, ex) -> str:
                 f"     -d {shlex.quote(json.dumps(body))}")
 
     return "\n".join([
+        f"# the demo page: open it in a browser ({ex.user_id}'s mixed grid)",
+        f"{base_url}/ui/?user={ex.user_id}",
+        "",
         "# health and metrics",
         f"curl -s {base_url}/readyz && curl -s {base_url}/metrics | head",
         "",
@@ -90,7 +93,7 @@ def examples_text(base_url: str, ex) -> str:
         f'    print(client.recommend_by_query(text="{ex.query_text}", k=5))',
         f'    print(client.similar_items(item_id="{ex.item_id}", k=5))',
         "",
-        f"# API docs (Swagger UI): {base_url}/   OpenAPI: {base_url}/docs.json",
+        f"# API docs (Swagger UI): {base_url}/docs   OpenAPI: {base_url}/docs.json",
     ])
 
 
@@ -115,7 +118,7 @@ def demo_command(
     sizes = demo_job.DemoSizes(seed=seed, n_items=items, n_users=users)
     data_dir.mkdir(parents=True, exist_ok=True)
     if serve and not _port_free(port):
-        _fail(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
+        _fail(f"port {port} on 127.0.0.1 is already in use; pick another with --port (make demo PORT=3001)")
     try:
         cfg = load_config(config)
         with steps.step("demo catalog") as note:
@@ -143,6 +146,8 @@ def demo_command(
     base_url = f"http://127.0.0.1:{port}"
     # State (database, media, checkpoints) per model version: a retrained model starts clean.
     env = packaging.serve_env(bento_tag, model_tag, data_dir / demo_job.STATE_DIR / model_tag.split(":")[1])
+    # The demo catalogue's own media (media/...), served by GET /media/<item>/<kind> (services/ui/media.py).
+    env["MIXREC_CATALOG_DIR"] = str(data_dir.resolve())
     console.print(steps.table())
     console.print(f"Bento [bold]{bento_tag}[/bold] holds model [bold]{model_tag}[/bold]; "
                   f"total {time.perf_counter() - started:.1f}s")
@@ -181,7 +186,7 @@ def _serve_foreground(bento_tag: str, port: int, env: dict[str, str], base_url: 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         wait_http_ready(tree, f"{base_url}/readyz", timeout_s=300)
-        _print_block(f"mixrec is serving on {base_url} (Ctrl-C stops)", examples_text(base_url, examples))
+        _print_block(f"mixrec is serving: open {base_url}/ui/ (Ctrl-C stops)", examples_text(base_url, examples))
         while tree.running():
             tree.track()
             time.sleep(1.0)

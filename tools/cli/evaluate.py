@@ -24,10 +24,10 @@ def evaluate_command(
     posters_dir: Path = typer.Option(None, "--posters-dir", help="ml-100k posters (default: $MIXREC_POSTERS_DIR or ../shared/data/ml-100k-posters/posters)"),
     posters: bool = typer.Option(False, "--posters/--no-posters", help="MovieLens: also encode posters with the configured image encoder"),
     models: str = typer.Option("popularity,lightfm,lightfm-tags,mixrec", "--models", help="Comma-separated: popularity, lightfm, lightfm-tags, mixrec"),
-    protocols: str = typer.Option("warm,cold_items,cold_users", "--protocols", help="Comma-separated: warm, cold_items, cold_users"),
+    protocols: str = typer.Option("warm,cold_items,cold_users", "--protocols", help="Comma-separated: warm, cold_items, cold_users. cold_items also reports cold_items_all: the same cold items ranked over the whole catalogue instead of among the cold items only"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config for mixrec and the encoders (default: $MIXREC_CONFIG or configs/offline.yaml)"),
     epochs: int = typer.Option(20, "--epochs", min=1),
-    components: int = typer.Option(64, "--components", min=1),
+    components: int = typer.Option(None, "--components", min=1, help="LightFM dimensions of the baselines (default: model.no_components of the config, as the served model: 48 in configs/offline.yaml)"),
     loss: str = typer.Option("warp", "--loss"),
     threads: int = typer.Option(2, "--threads", min=1),
     seed: int = typer.Option(0, "--seed"),
@@ -35,7 +35,7 @@ def evaluate_command(
     cold_item_share: float = typer.Option(0.2, "--cold-item-share", min=0.01, max=0.99),
     cold_user_share: float = typer.Option(0.2, "--cold-user-share", min=0.01, max=0.99),
     known: int = typer.Option(5, "--known", min=1, help="Cold users: earliest interactions they tell us"),
-    out: Path = typer.Option(Path("eval-results"), "--out", help="Directory for evaluation.json / .md / .png"),
+    out: Path = typer.Option(None, "--out", help="Directory for evaluation.json / .md / .png (default: <data_dir of the config>/eval-results, never the repository)"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Evaluate recommenders: P@k, R@k, NDCG@k, AUC, coverage, novelty on warm and cold-start splits."""
@@ -49,9 +49,12 @@ def evaluate_command(
     console = report_console()
     names = _split_list(models)
     wanted = tuple(_split_list(protocols))
-    params = LightFMParams(no_components=components, epochs=epochs, loss=loss, num_threads=threads, seed=seed)
     try:
         cfg = load_config(config)
+        # One default: the served model's dimensions (the config's), not a second number here.
+        params = LightFMParams(no_components=components or cfg.model.no_components, epochs=epochs, loss=loss,
+                               num_threads=threads, seed=seed)
+        out = out or Path(cfg.data_dir) / "eval-results"
         text_encoder = build_text_encoder(cfg) if "mixrec" in names else None
         if dataset is Dataset.movielens:
             from tools.datasets.movielens import load_movielens, load_official_split

@@ -127,11 +127,36 @@ def pick_examples(data_dir: Path) -> DemoExamples:
     from mixrec.catalog import read_interactions, read_items
 
     items = read_items(data_dir)
-    counts = Counter(r.user_id for r in read_interactions(data_dir))
-    user_id = counts.most_common(1)[0][0] if counts else "u0"
+    inter = read_interactions(data_dir)
+    counts = Counter(r.user_id for r in inter)
+    user_id = best_example_user(items, inter) or (counts.most_common(1)[0][0] if counts else "u0")
     video = next((it for it in items if it.type == "video"), items[0])
     query = " ".join((items[0].tags or [items[0].title])[:3])
     return DemoExamples(user_id=user_id, item_id=video.item_id, item_title=video.title, query_text=query)
+
+
+def best_example_user(items, interactions, min_events: int = 15) -> str | None:
+    """The user who shows the product at its best: a clear main interest (the category most of their
+    events are in) with items of every type still unseen there, and enough history. The most active
+    user has often seen all of their main interest, and then gets items from outside it (issue 16:
+    the README's user-0023 got "Stainless steel spice rack" explained by a 1% interest).
+    Users with fewer than ``min_events`` count only when nobody has that many (tiny catalogues)."""
+    from collections import Counter, defaultdict
+
+    category = {it.item_id: it.category for it in items}
+    seen: dict[str, set[str]] = defaultdict(set)
+    for r in interactions:
+        seen[r.user_id].add(r.item_id)
+    best, best_key = None, None
+    for user, ids in sorted(seen.items()):
+        counts = Counter(category.get(i) for i in ids)
+        main, n_main = counts.most_common(1)[0]
+        unseen = [it for it in items if it.category == main and it.item_id not in ids]
+        key = (len(ids) >= min_events, len({it.type for it in unseen}), min(len(unseen), 10), n_main / len(ids),
+               len(ids))
+        if best_key is None or key > best_key:
+            best, best_key = user, key
+    return best
 
 
 RESULT_FILE = "bento.json"

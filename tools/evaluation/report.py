@@ -90,42 +90,69 @@ def write_json(results: Results, path: str | Path, meta: Mapping[str, Any] | Non
     return path
 
 
-def plot_results(results: Results, path: str | Path, k: int = 10, title: str = "evaluation") -> Path:
-    """One panel per protocol: grouped bars (one bar per model) for P@k, NDCG@k and AUC."""
+def plot_figure(results: Results, k: int = 10, title: str = "evaluation"):
+    """The matplotlib figure ``plot_results`` saves: one panel per protocol with grouped bars (one per
+    model) for P@k, R@k, NDCG@k, AUC and catalogue coverage (all 0-1), and one panel with novelty
+    (bits, not 0-1) per protocol. Every axis is labelled and says that higher is better."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, never a display
     import matplotlib.pyplot as plt
     import numpy as np
 
-    metrics = [(f"precision_at_{k}", f"P@{k}"), (f"ndcg_at_{k}", f"NDCG@{k}"), ("auc", "AUC")]
+    metrics = [(f"precision_at_{k}", f"P@{k}"), (f"recall_at_{k}", f"R@{k}"), (f"ndcg_at_{k}", f"NDCG@{k}"),
+               ("auc", "AUC"), ("coverage", "coverage")]
     protocols = [p for p in results if results[p]]
     models = list(dict.fromkeys(m for p in protocols for m in results[p]))
-    n_cols = min(2, max(1, len(protocols)))
-    n_rows = math.ceil(len(protocols) / n_cols) if protocols else 1
-    fig, axes = plt.subplots(n_rows, n_cols, figsize=(6.5 * n_cols, 4.2 * n_rows), squeeze=False)
+    panels = len(protocols) + 1  # + novelty
+    n_cols = min(2, panels)
+    n_rows = math.ceil(panels / n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(7 * n_cols, 4.4 * n_rows), squeeze=False)
     colors = plt.get_cmap("tab10").colors
     width = 0.8 / max(1, len(models))
-    x = np.arange(len(metrics))
-    for ax, protocol in zip(axes.flat, protocols):
+
+    def value(m, key):
+        v = float(m.get(key) or 0.0) if "error" not in m else 0.0
+        return 0.0 if math.isnan(v) else v
+
+    def bars(ax, x, labels, values_of):
         for j, model in enumerate(models):
-            m = results[protocol].get(model, {})
-            values = [float(m.get(key) or 0.0) if "error" not in m else 0.0 for key, _ in metrics]
-            values = [0.0 if math.isnan(v) else v for v in values]
-            bars = ax.bar(x + (j - (len(models) - 1) / 2) * width, values, width, label=model,
-                          color=colors[j % len(colors)])
-            ax.bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
-        ax.set_xticks(x, [label for _, label in metrics])
-        ax.set_ylim(0, 1.08)
-        ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=10)
+            b = ax.bar(x + (j - (len(models) - 1) / 2) * width, values_of(model), width, label=model,
+                       color=colors[j % len(colors)])
+            ax.bar_label(b, fmt="%.2f", fontsize=7, padding=1)
+        ax.set_xticks(x, labels)
         ax.grid(axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-    for ax in list(axes.flat)[len(protocols):]:
+
+    flat = list(axes.flat)
+    for ax, protocol in zip(flat, protocols):
+        bars(ax, np.arange(len(metrics)), [label for _, label in metrics],
+             lambda model: [value(results[protocol].get(model, {}), key) for key, _ in metrics])
+        ax.set_ylim(0, 1.1)
+        ax.set_title(PROTOCOL_TITLES.get(protocol, protocol), fontsize=10)
+        ax.set_xlabel("metric")
+        ax.set_ylabel("value (0-1), higher is better")
+    ax = flat[len(protocols)]
+    bars(ax, np.arange(len(protocols)), [PROTOCOL_TITLES.get(p, p) for p in protocols],
+         lambda model: [value(results[p].get(model, {}), "novelty") for p in protocols])
+    ax.set_title("novelty (mean self-information of the items recommended)", fontsize=10)
+    ax.set_xlabel("protocol")
+    ax.set_ylabel("novelty, bits: higher is better (less popular items)")
+    ax.tick_params(axis="x", labelsize=7)
+    for ax in flat[panels:]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    handles, labels = flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(models)), frameon=False)
-    fig.suptitle(title)
+    fig.suptitle(f"{title} (higher is better on every axis)")
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return fig
+
+
+def plot_results(results: Results, path: str | Path, k: int = 10, title: str = "evaluation") -> Path:
+    """Save ``plot_figure`` as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = plot_figure(results, k, title)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

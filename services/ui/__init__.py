@@ -1,0 +1,1 @@
+"""The demo page (static files) and the media endpoint it shows items with."""

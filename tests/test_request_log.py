@@ -1,0 +1,44 @@
+"""JSON log lines (serving.log_json): one object per line, request id carried, one traceback for a 5xx."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from services.recommender import _error_response
+from services.request_log import REQUEST_ID, JsonFormatter
+
+
+def _capture():
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda r: records.append(JsonFormatter().format(r))  # formatted as emitted, in context
+    log = logging.getLogger("mixrec.recommender")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    def done():
+        log.removeHandler(handler)
+        log.setLevel(level)
+    return records, done
+
+
+def test_client_errors_log_info_without_traceback_and_server_errors_one_traceback():
+    from mixrec.errors import InputError
+
+    records, done = _capture()
+    token = REQUEST_ID.set("rid-1")
+    try:
+        _error_response("recommend", InputError("k must be positive"))
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError as e:
+            _error_response("recommend", e)
+    finally:
+        REQUEST_ID.reset(token)
+        done()
+    lines = [json.loads(r) for r in records]
+    assert lines[0]["level"] == "INFO" and "traceback" not in lines[0] and lines[0]["request_id"] == "rid-1"
+    assert lines[1]["level"] == "ERROR" and lines[1]["traceback"].count("Traceback (most recent call last)") == 1
+    assert "RuntimeError: boom" in lines[1]["traceback"]
