@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mixrec.catalog import ITEM_TYPES  # noqa: F401 - the one definition (catalog.ItemType), re-exported
+
 ENV_PREFIX = "MIXREC__"
 ENV_CONFIG_FILE = "MIXREC_CONFIG"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +24,6 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "offline.yaml"
 
 Modality = Literal["text", "image", "audio"]
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
-ITEM_TYPES: tuple[str, ...] = ("product", "video", "audio")
 
 
 class ConfigError(ValueError):

@@ -22,8 +22,7 @@ import gc
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,20 +38,14 @@ from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates, single_threaded_blas
 from services.checkpoints import CheckpointDir
+from services.schemas import RankingOptions
 
 log = logging.getLogger("mixrec.engine")
 POOL_FACTOR = 5  # mixrec.ranking.rank's default pool_factor: MMR looks at k * 5 (at least 50) per type
 
 
-@dataclass
-class Options:
-    k: int = 10
-    types: list[str] | None = None
-    tags: list[str] | None = None
-    mix: Any = None
-    exclude_item_ids: Sequence[str] = ()
-    diversity: float = 0.0
-    explain: bool = True
+# The ranking options are the API's (services/schemas.py): one definition for HTTP, engine and CLI.
+Options = RankingOptions
 
 
 def load_trained_model(artifacts: str) -> HybridModel:
