@@ -50,8 +50,27 @@ def _error_responses(spec: dict[str, Any], api_paths: set[str]) -> None:
     for path in api_paths:
         for op in spec.get("paths", {}).get(path, {}).values():
             if isinstance(op, dict) and "responses" in op:
+                # BentoML lists 400/404/500 with its own error models; ours answer the one shape
+                for status in [s for s in op["responses"] if not s.startswith("2")]:
+                    op["responses"][status] = ref
                 op["responses"].setdefault("4XX", ref)
                 op["responses"].setdefault("5XX", ref)
+
+
+def _refs_to_models(spec: dict[str, Any], api_paths: set[str]) -> None:
+    """BentoML inlines each body and response (a copy of the model's component schema): point at the
+    component instead, so generated clients get one class per model (``RecommendResponse``)."""
+    components = spec.get("components", {}).get("schemas", {})
+    for path in api_paths:
+        for op in spec.get("paths", {}).get(path, {}).values():
+            if not isinstance(op, dict):
+                continue
+            bodies = [op.get("requestBody", {}).get("content", {}).get("application/json")]
+            bodies += [r.get("content", {}).get("application/json") for s, r in op.get("responses", {}).items()
+                       if s.startswith("2")]
+            for body in bodies:
+                if body and body.get("schema", {}).get("title") in components:
+                    body["schema"] = {"$ref": f"#/components/schemas/{body['schema']['title']}"}
 
 
 def openapi_document(service) -> dict[str, Any]:
@@ -64,7 +83,9 @@ def openapi_document(service) -> dict[str, Any]:
     spec = _fix_schemas(spec)
     spec["openapi"] = OPENAPI_VERSION
     prefix = getattr(service, "path_prefix", None) or ""
-    _error_responses(spec, {join_paths(prefix, api.route) for api in service.apis.values()})
+    paths = {join_paths(prefix, api.route) for api in service.apis.values()}
+    _refs_to_models(spec, paths)
+    _error_responses(spec, paths)
     return spec
 
 
