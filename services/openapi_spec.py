@@ -65,7 +65,7 @@ def _refs_to_models(spec: dict[str, Any], api_paths: set[str]) -> None:
         for op in spec.get("paths", {}).get(path, {}).values():
             if not isinstance(op, dict):
                 continue
-            bodies = [op.get("requestBody", {}).get("content", {}).get("application/json")]
+            bodies = list(op.get("requestBody", {}).get("content", {}).values())  # JSON or multipart
             bodies += [r.get("content", {}).get("application/json") for s, r in op.get("responses", {}).items()
                        if s.startswith("2")]
             for body in bodies:

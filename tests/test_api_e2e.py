@@ -283,7 +283,8 @@ def test_docs_json_is_valid_openapi_and_a_generated_client_round_trips(server, d
     for path, ops in spec["paths"].items():
         if path.lstrip("/") in API_NAMES:
             schema = ops["post"]["responses"]["200"]["content"]["application/json"]["schema"]
-            assert schema.get("properties"), (path, schema)  # every response typed, not a bare object
+            model = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+            assert model.get("properties") and model.get("required"), (path, model)  # typed, not a bare object
 
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     (tmp_path / "gen.yaml").write_text("post_hooks: []\n")
