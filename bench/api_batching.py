@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
-from robustness import Served, demo_ids, ensure_demo, serve_env  # noqa: E402
+from robustness import Served, ensure_demo, serve_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "api_batching.json"
 BENCHMARKS = ROOT / "BENCHMARKS.md"

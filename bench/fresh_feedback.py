@@ -80,7 +80,8 @@ def _hit(scores: np.ndarray, exclude: np.ndarray, target: int, k: int = 10) -> t
 
 
 def phase_nextevent(args) -> dict:
-    from fusion.hybrid import FreshEvent, HybridModel, user_scores
+    from fusion.hybrid import HybridModel
+    from fusion.scoring import FreshEvent, user_scores
     from mixrec.catalog import Interaction
     from mixrec.datasets.embed import build_text_encoder, encode_items
     from mixrec.datasets.movielens import load_movielens

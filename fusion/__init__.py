@@ -6,11 +6,17 @@ Data flow, one module per step:
   features.py       LightFM feature rows: identity + codebook tokens + tags/category/type
   lightfm_state.py  LightFM state as numpy arrays (grow for new features, save/restore, no pickle)
   cold_items.py     content -> collaborative map for items nobody has interacted with yet
-  hybrid.py         HybridModel: train, score, recommend, cold start, updates (the public API)
+  hybrid.py         HybridModel, the writer: train, add/remove items, feedback, fit_partial, publish
+  item_state.py     the writer's per-item caches (columns, feature rows, representations)
+  snapshot.py       Snapshot: the published, immutable read model every reader uses
+  scoring.py        every score: known user, fresh-event fold-in, query blend, similar items,
+                    explanation numbers, interests (the one place a score is computed)
+  reader.py         HybridModel's read API (recommend, score_all, similar_items, …) over scoring.py
   query.py          Query (native vectors and/or liked items) and its score components / blend
   interests.py      interest distributions over clusters, for known and query users
-  explain.py        why an item was recommended
-  artifacts.py      save/load (npz + json, format version), BentoML model store
+  explain.py        why an item was recommended (explanation dicts from scoring.py's numbers)
+  model_state.py    ModelState: what a model is made of (export_state / from_state)
+  artifacts.py      save/load a ModelState (npz + json, format version), BentoML model store
   eval_adapter.py   MixrecEvalModel: HybridModel behind mixrec.evaluation's protocol
   synthetic.py      a small catalogue with known structure, for tests and quick benchmarks
 """

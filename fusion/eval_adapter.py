@@ -20,6 +20,7 @@ from mixrec.evaluation.protocol import EvalData, UserQuery
 from fusion.features import FeatureWeights
 from fusion.hybrid import HybridModel
 from fusion.query import Query, QueryBlend
+from fusion.scoring import popularity_prior, users_scores
 
 TextEncoder = Callable[[list[str]], np.ndarray]
 
@@ -59,7 +60,7 @@ class MixrecEvalModel:
         snap = self._require().snapshot
         rows = self._rows[np.asarray(users, np.int64)]
         user_repr = np.where((rows >= 0)[:, None], snap.user_repr[np.maximum(rows, 0)], 0.0)
-        return user_repr @ snap.item_repr.T + snap.item_bias[None, :]
+        return users_scores(snap, user_repr)
 
     def to_query(self, q: UserQuery) -> Query:
         data = self._data
@@ -73,7 +74,7 @@ class MixrecEvalModel:
         out = np.empty((len(queries), len(self._data.item_ids)), np.float64)
         for r, q in enumerate(queries):
             query = self.to_query(q)
-            out[r] = model.score_all(query) if not query.is_empty() else np.log1p(model.snapshot.counts)
+            out[r] = model.score_all(query) if not query.is_empty() else popularity_prior(model.snapshot)
         return out
 
     def _require(self) -> HybridModel:

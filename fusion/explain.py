@@ -6,16 +6,19 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fusion.scoring import (FoldIn, ScoredQuery, fresh_shift, liked_interest, liked_similarity, modality_shares,
+                            taste_profile, user_scores)
+from fusion.snapshot import Snapshot
+
 if TYPE_CHECKING:
     from fusion.codebook import Codebook
-    from fusion.hybrid import _Snapshot
     from fusion.shared_space import SharedSpace
 
 TOP_CLUSTERS = 2
 TOP_LIKED = 3
 
 
-def explain(snap: "_Snapshot", codebook: "Codebook", space: "SharedSpace", item: int, interest: np.ndarray,
+def explain(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", item: int, interest: np.ndarray,
             profile: np.ndarray | None, liked: np.ndarray, components: dict[str, float],
             fresh: dict[int, dict] | None = None) -> dict:
     """Explanation dict for ``item`` given the user's interest distribution and shared-space profile.
@@ -71,15 +74,11 @@ def ago(seconds: float) -> str:
 
 
 def _modality(snap, space, item: int, profile: np.ndarray | None) -> tuple[str | None, dict[str, float]]:
-    present = [m for m in snap.per_modality if snap.masks[m][item]]
-    if not present:
+    raw = modality_shares(snap, space, item, profile)
+    if not raw:
         return None, {}
-    if profile is None:  # nothing to compare against: fall back to the fusion weights
-        raw = {m: space.weight(m) for m in present}
-    else:
-        raw = {m: space.weight(m) * max(float(snap.per_modality[m][item] @ profile), 0.0) for m in present}
     total = sum(raw.values())
-    shares = {m: round(v / total, 4) if total > 0 else round(1.0 / len(present), 4) for m, v in raw.items()}
+    shares = {m: round(v / total, 4) if total > 0 else round(1.0 / len(raw), 4) for m, v in raw.items()}
     return max(shares, key=shares.get), shares
 
 
@@ -87,10 +86,50 @@ def _nearest_liked(snap, item: int, liked: np.ndarray) -> list[dict]:
     liked = np.asarray([j for j in liked if j != item], np.int64)
     if len(liked) == 0:
         return []
-    content = snap.fused[liked] @ snap.fused[item]
-    reps = snap.item_repr[liked]
-    norms = np.linalg.norm(reps, axis=1) * max(float(np.linalg.norm(snap.item_repr[item])), 1e-12)
-    collab = (reps @ snap.item_repr[item]) / np.maximum(norms, 1e-12)
-    sim = 0.5 * (content + collab)
+    sim = liked_similarity(snap, item, liked)
     top = np.argsort(-sim)[:TOP_LIKED]
     return [{"item_id": snap.item_ids[liked[t]], "similarity": round(float(sim[t]), 4)} for t in top]
+
+
+# ====================================================================== per kind of reader
+def explain_user(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", user_row: int, rows: np.ndarray,
+                 scores: np.ndarray | None = None) -> list[dict]:
+    """Explanations for a known user's item ``rows`` (``scores``: their scores there, when known)."""
+    if scores is None:
+        scores = user_scores(snap, snap.user_repr[user_row], rows)
+    liked = snap.seen[user_row].indices
+    profile = taste_profile(snap, liked, None)
+    interest = snap.user_interest[user_row]
+    return [explain(snap, codebook, space, int(j), interest, profile, liked, {"lightfm": float(s)})
+            for j, s in zip(rows, scores)]
+
+
+def explain_query(scored: ScoredQuery, codebook: "Codebook", space: "SharedSpace", rows: np.ndarray) -> list[dict]:
+    """Explanations for a scored query's item ``rows``: every score component the blend combined."""
+    parts = {n: np.asarray(v)[rows] for n, v in scored.parts.items()}
+    return [explain(scored.snapshot, codebook, space, int(j), scored.interest, scored.profile, scored.liked,
+                    {n: float(v[i]) for n, v in parts.items()}) for i, j in enumerate(rows)]
+
+
+def explain_fold_in(fold: FoldIn, codebook: "Codebook", space: "SharedSpace", rows: np.ndarray,
+                    scores: np.ndarray | None) -> list[dict]:
+    """Explanations for a folded-in user: the trained history and the fresh events both count as
+    liked items; a fresh event is named with its age, and ``components.fresh_events`` is how much
+    the fresh events moved this item's score."""
+    snap = fold.snapshot
+    if scores is None:
+        scores = user_scores(snap, fold.vector, rows)
+    history = snap.seen[fold.user_row].indices if fold.user_row is not None else np.zeros(0, np.int32)
+    pos = fold.weights > 0
+    liked = np.unique(np.concatenate([np.asarray(history, np.int64), fold.rows[pos]]))
+    fresh = {int(r): {"event": e, "seconds_ago": float(a), "title": t}
+             for r, w, a, e, t in zip(fold.rows, fold.weights, fold.ages, fold.events, fold.titles) if w > 0}
+    moved = fresh_shift(snap, fold, rows)
+    if len(liked):
+        interest = liked_interest(snap, codebook, liked)
+    else:
+        interest = snap.user_interest[fold.user_row] if fold.user_row is not None else np.zeros(codebook.size)
+    profile = taste_profile(snap, liked, None)
+    return [explain(snap, codebook, space, int(j), interest, profile, liked,
+                    {"lightfm": float(s), "fresh_events": float(m)}, fresh=fresh)
+            for j, s, m in zip(rows, scores, moved)]

@@ -107,18 +107,24 @@ def cooccurrence_scores(seen: sp.csr_matrix, seeds: np.ndarray, counts: np.ndarr
     return cosine, (co / n_l) @ w
 
 
-def blend(components: dict[str, np.ndarray], weights: QueryBlend) -> np.ndarray:
-    """Weighted sum of standardised components; with no weighted component present (e.g. liked
-    items nobody else has touched, without content) it falls back to the popularity prior."""
-    total = None
+def blend_terms(components: dict[str, np.ndarray], weights: QueryBlend) -> dict[str, np.ndarray]:
+    """The exact terms ``blend`` adds up: each weighted component, standardised over the catalog;
+    with no weighted component present (e.g. liked items nobody else has touched, without
+    content) the one term is the standardised popularity prior."""
+    terms = {}
     for name, s in components.items():
         w = getattr(weights, name)
-        if w == 0:
-            continue
-        part = w * standardise(s)
-        total = part if total is None else total + part
-    if total is None:
-        return standardise(components["popularity"])
+        if w != 0:
+            terms[name] = w * standardise(s)
+    return terms or {"popularity": standardise(components["popularity"])}
+
+
+def blend(components: dict[str, np.ndarray], weights: QueryBlend) -> np.ndarray:
+    """Weighted sum of standardised components (the sum of ``blend_terms``)."""
+    terms = iter(blend_terms(components, weights).values())
+    total = next(terms)
+    for part in terms:
+        total = total + part
     return total
 
 

@@ -199,8 +199,17 @@ def rank(scores: np.ndarray, table: ItemTable, k: int, *, types: Sequence[str] |
     return _select(scores, groups, k, pool, diversity, vectors, spec.mode == "quota", shortfall == "fill")
 
 
-def _top(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
-    """The n best rows by score, best first; ties keep row order (deterministic)."""
+def top_k(scores: np.ndarray, n: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """The (up to) n best of ``rows`` (default: every row) by score, best first; ties keep row
+    order (deterministic); rows whose score is not finite never count. The one top-k of mixrec:
+    scoring, candidate selection and ranking all pick through it."""
+    scores = np.asarray(scores)
+    rows = np.arange(scores.shape[0]) if rows is None else np.asarray(rows, np.int64)
+    ok = np.isfinite(scores[rows])
+    if not ok.all():
+        rows = rows[ok]
+    if n <= 0:
+        return rows[:0]
     if rows.size > n:
         part = np.argpartition(-scores[rows], n - 1)[:n]
         rows = np.sort(rows[part])
@@ -208,7 +217,7 @@ def _top(rows: np.ndarray, scores: np.ndarray, n: int) -> np.ndarray:
 
 
 def _select(scores, groups, k, pool, diversity, vectors, weighted, fill) -> Ranking:
-    tops = [_top(rows, scores, pool) for _, rows, _ in groups]
+    tops = [top_k(scores, pool, rows) for _, rows, _ in groups]
     cand = np.concatenate(tops) if tops else np.zeros(0, dtype=np.int64)
     bounds = np.cumsum([0] + [t.size for t in tops])
     if cand.size == 0:

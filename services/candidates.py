@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fusion.scoring import ann_vectors
 from mixrec.ann import CandidateIndex
 from mixrec.config import ITEM_TYPES
+from mixrec.ranking import top_k
 
 log = logging.getLogger("mixrec.candidates")
 
@@ -79,24 +81,13 @@ def single_threaded_blas() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
-def top_rows(scores: np.ndarray, rows: np.ndarray, n: int) -> np.ndarray:
-    """The (up to) n best of ``rows`` by score, unordered; non-finite scores never count."""
-    s = scores[rows]
-    ok = np.isfinite(s)
-    if not ok.all():
-        rows, s = rows[ok], s[ok]
-    if rows.size <= n:
-        return rows
-    return rows[np.argpartition(-s, n - 1)[:n]]
-
-
 def exact_candidates(scores: np.ndarray, meta: SnapshotMeta, allowed: np.ndarray, type_codes: list[int],
                      pool: int) -> np.ndarray:
     """Per type in play, the ``pool`` best allowed rows (the exact candidate set for ``rank``)."""
     out = []
     for c in type_codes:
         rows = meta.rows_by_type[c]
-        out.append(top_rows(scores, rows[allowed[rows]], pool))
+        out.append(top_k(scores, pool, rows[allowed[rows]]))
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -173,7 +164,7 @@ class AnnCandidates:
                 self._built = _Built(snap, snap.item_ids, b.indexes, b.seconds)  # same vectors: adopt
                 return
             t0 = time.perf_counter()
-            vectors = np.hstack([snap.item_repr, snap.item_bias[:, None]]).astype(np.float32)
+            vectors = ann_vectors(snap)
             type_codes = np.fromiter((ITEM_TYPES.index(t) for t in snap.item_types), np.int8, len(vectors))
             indexes = []
             for c in range(len(ITEM_TYPES)):

@@ -12,7 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from fusion.hybrid import FreshEvent, HybridModel, recency_decay
+from fusion.hybrid import HybridModel
+from fusion.scoring import FreshEvent, recency_decay
 from fusion.synthetic import make_catalog
 from mixrec.catalog import Interaction
 from mixrec.config import REPO_ROOT, load_config

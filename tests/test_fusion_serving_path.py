@@ -74,16 +74,18 @@ def test_patched_item_state_equals_a_full_rebuild(model, catalog):
     assert snap.item_ids == tuple(it.item_id for it in model.items)
     assert snap.item_index == {iid: i for i, iid in enumerate(snap.item_ids)}
     assert list(snap.item_types) == [it.type for it in model.items]
-    model._repr_cache = None  # appended rows were represented alone: same as representing all
-    full_repr, full_bias = model._item_representations(model._item_state()[2])
+    model._reprs = None  # appended rows were represented alone: same as representing all
+    full_repr, full_bias = model._item_representations(model._item_state().features)
     assert np.array_equal(snap.item_repr, full_repr) and np.array_equal(snap.item_bias, full_bias)
     model.remove_items([model.item_ids()[1], new[0].item_id])
     user = model.known_users()[0]
     model.add_interactions([Interaction(user_id=user, item_id=new[1].item_id, weight=1.0)])
     model.fit_partial(epochs=1)  # new[1] gains its identity feature: its row is rebuilt in place
-    assign, tokens, item_x = model._item_state()
-    model._item_cache = None
-    full_assign, full_tokens, full_x = model._item_state()
+    state = model._item_state()
+    assign, tokens, item_x = state.assign, state.tokens, state.features
+    model._item_rows = None
+    full = model._item_state()
+    full_assign, full_tokens, full_x = full.assign, full.tokens, full.features
     assert np.array_equal(assign.clusters, full_assign.clusters) and np.allclose(assign.weights, full_assign.weights)
     assert np.array_equal(tokens.clusters, full_tokens.clusters)
     assert item_x.shape == full_x.shape

@@ -182,7 +182,7 @@ def saved_model(tmp_path_factory):
 
 
 def test_pickles_beside_the_artifacts_are_ignored(saved_model, tmp_path):
-    from services.engine import load_trained_model
+    from services.replica import load_trained_model
 
     trip = tmp_path / "tripwire"
     for name in ("model.pkl", "model.pt", "lightfm.pickle"):
@@ -195,7 +195,7 @@ def test_pickled_arrays_in_the_artifacts_are_refused(saved_model, tmp_path):
     import shutil
 
     from fusion.artifacts import ARRAYS_FILE
-    from services.engine import load_trained_model
+    from services.replica import load_trained_model
 
     art = tmp_path / "artifacts"
     shutil.copytree(saved_model, art)
