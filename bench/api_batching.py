@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
 import httpx  # noqa: E402
+from fresh_feedback import write_section  # noqa: E402
 from robustness import Served, ensure_demo, serve_env  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "api_batching.json"
@@ -97,17 +98,6 @@ def _med(runs: list[dict], case: str) -> float:
     return round(statistics.median(x for r in runs for x in r[case]), 1)
 
 
-def write_section(path: Path, body: str) -> None:
-    current = path.read_text() if path.exists() else ""
-    block = f"{START}\n{body.rstrip()}\n{END}"
-    start, end = current.find(START), current.find(END)
-    text = (current[:start] + block + current[end + len(END):] if start != -1 and end > start
-            else current.rstrip() + "\n\n" + block + "\n")
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".benchmarks-", suffix=".md") as f:
-        f.write(text)
-    os.replace(f.name, path)
-
-
 def markdown(res: dict) -> str:
     lines = ["## Encoder batching over HTTP (issue 10)", "",
              f"`{res['command']}` on {res['machine']}, {res['date']}; load average (1/5/15 min) before "
@@ -150,7 +140,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     if args.rewrite:
-        write_section(BENCHMARKS, markdown(json.loads(RESULTS.read_text())))
+        write_section(BENCHMARKS, markdown(json.loads(RESULTS.read_text())), START, END)
         return 0
     load_before = [round(x, 2) for x in os.getloadavg()]
     artifacts = ensure_demo(args.data_dir, args.items, args.users)
@@ -176,7 +166,7 @@ def main(argv=None) -> int:
     if not args.no_write:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(res, indent=1))
-        write_section(BENCHMARKS, markdown(res))
+        write_section(BENCHMARKS, markdown(res), START, END)
     return 0
 
 
