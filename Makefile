@@ -35,6 +35,8 @@ test: $(STAMP)
 	bash .ci/postgres.sh
 	@# buildah/podman/docker-registry for the registry TLS/auth test (never fails; it skips without them).
 	bash .ci/image-tools.sh
+	@# The import contract (.importlinter): layers point down, no import loops.
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 	@# Then the image stage: Bento -> OCI image -> loopback registry -> pull -> run (~8 min, ~20 GB of disk;
 	@# it skips with its reason where the image tools cannot be installed).

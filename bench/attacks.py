@@ -866,14 +866,9 @@ def new_run_id() -> str:
 def max_body_bytes_for(config_path: Path) -> int:
     """The server's body cap (services/http_guards.py) for the limits of ``config_path``.
 
-    Not through ``load_config``: it imports the ``encoders`` package, which bench/encoders.py
-    shadows on the bench's sys.path."""
-    from types import SimpleNamespace
-
-    import yaml
-
-    from mixrec.config import LimitsConfig
+    ``load_config`` imports nothing of the ``encoders`` package (which bench/encoders.py shadows on
+    the bench's sys.path): the config schema is the base layer."""
+    from mixrec.config import load_config
     from services.http_guards import max_body_bytes
 
-    data = yaml.safe_load(Path(config_path).read_text()) or {}
-    return max_body_bytes(SimpleNamespace(limits=LimitsConfig(**(data.get("limits") or {}))))
+    return max_body_bytes(load_config(config_path, environ={}))

@@ -83,8 +83,8 @@ def phase_nextevent(args) -> dict:
     from fusion.hybrid import HybridModel
     from fusion.scoring import FreshEvent, user_scores
     from mixrec.catalog import Interaction
-    from mixrec.datasets.embed import build_text_encoder, encode_items
-    from mixrec.datasets.movielens import load_movielens
+    from tools.datasets.embed import build_text_encoder, encode_items
+    from tools.datasets.movielens import load_movielens
 
     t_start = time.perf_counter()
     data = load_movielens(args.data_dir)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/image.py --bento mixrec:<version built with --base local> [--runs 3]
 
-Uses the same code as `mixrec image` (mixrec/image.py) and a throwaway Debian
+Uses the same code as `mixrec image` (tools/image.py) and a throwaway Debian
 docker-registry on a free loopback port (stopped by its pid). Steps:
   wheelhouse  `pip wheel` into an empty cache (skipped with --skip-wheelhouse)
   cold build  `mixrec image build --no-cache` (every step runs; the base image is already there)
@@ -50,7 +50,7 @@ def quiet(line: str) -> None:
 
 
 def main() -> None:
-    from mixrec import image
+    from tools import image
     from mixrec.process_tree import ProcessTree
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

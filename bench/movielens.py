@@ -120,7 +120,7 @@ def write_section(path: Path, body: str) -> None:
 
 
 def section_body(results: dict, targets: list[dict], meta: dict, command: str, png: Path, md_path: Path) -> str:
-    from mixrec.evaluation.report import markdown_table
+    from tools.evaluation.report import markdown_table
 
     skipped = meta.get("skipped_models") or {}
     notes = "".join(f"\n- `{m}` not run: {why}" for m, why in skipped.items())
@@ -161,12 +161,12 @@ Targets from the issue:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from mixrec.config import load_config
-    from mixrec.datasets.embed import build_text_encoder, encode_items
-    from mixrec.datasets.movielens import load_movielens, load_official_split
-    from mixrec.evaluation.baselines import LightFMParams
-    from mixrec.evaluation.protocols import build_models, run_protocols
-    from mixrec.evaluation.report import plot_results, report_console, rich_table, write_json
-    from mixrec.evaluation.splits import protocol_splits
+    from tools.datasets.embed import build_text_encoder, encode_items
+    from tools.datasets.movielens import load_movielens, load_official_split
+    from tools.evaluation.baselines import LightFMParams
+    from tools.evaluation.protocols import build_models, run_protocols
+    from tools.evaluation.report import plot_results, report_console, rich_table, write_json
+    from tools.evaluation.splits import protocol_splits
 
     console = report_console()
 

@@ -62,7 +62,7 @@ import psutil  # noqa: E402
 
 from load_client import run_load  # noqa: E402
 from malformed_requests import CASES, check_response  # noqa: E402
-from mixrec.packaging import OFFLINE_ENV, bentoml_executable  # noqa: E402
+from tools.packaging import OFFLINE_ENV, bentoml_executable  # noqa: E402
 from mixrec.process_tree import ProcessTree, wait_http_ready  # noqa: E402
 
 SERVICE = "services.recommender:Recommender"
@@ -395,7 +395,7 @@ def security(artifacts: Path, ids: dict, work: Path) -> dict:
 def pickle_scan() -> list[str]:
     """Lines in the product that could unpickle: pickle/torch.load without weights_only/allow_pickle=True."""
     hits = []
-    for pkg in ("mixrec", "encoders", "fusion", "services"):
+    for pkg in ("mixrec", "encoders", "fusion", "services", "tools"):
         for f in (ROOT / pkg).rglob("*.py"):
             for n, line in enumerate(f.read_text().splitlines(), 1):
                 code = line.split("#", 1)[0]

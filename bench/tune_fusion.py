@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mixrec.config import load_config  # noqa: E402
-from mixrec.datasets.movielens import load_movielens, load_official_split  # noqa: E402
+from tools.datasets.movielens import load_movielens, load_official_split  # noqa: E402
 from mixrec.embeddings import ItemEmbeddings  # noqa: E402
-from mixrec.evaluation.baselines import LightFMIds, LightFMParams, Popularity  # noqa: E402
-from mixrec.evaluation.protocols import run_protocols  # noqa: E402
-from mixrec.evaluation.splits import cold_item_split, cold_user_split, liked_items_text  # noqa: E402
-from fusion.eval_adapter import MixrecEvalModel  # noqa: E402
+from tools.evaluation.baselines import LightFMIds, LightFMParams, Popularity  # noqa: E402
+from tools.evaluation.protocols import run_protocols  # noqa: E402
+from tools.evaluation.splits import cold_item_split, cold_user_split, liked_items_text  # noqa: E402
+from tools.evaluation.adapter import MixrecEvalModel  # noqa: E402
 from fusion.features import FeatureWeights  # noqa: E402
 from fusion.query import QueryBlend, calibrate_blend  # noqa: E402
 
@@ -108,7 +108,7 @@ def main() -> None:
     cold_items = cold_item_split(log, share=0.2, seed=0) if "cold_items" in protocols else None
     text_encoder = None
     if not args.no_query_text and "cold_users" in protocols:
-        from mixrec.datasets.embed import build_text_encoder
+        from tools.datasets.embed import build_text_encoder
 
         text_encoder = build_text_encoder(cfg).encode
     query_text = liked_items_text(data) if text_encoder is not None else None

@@ -5,7 +5,8 @@ crop to ``min(limits.max_audio_seconds, the extractor's window)`` happen in
 encoders/media.py before the extractor, so every clip gets the same
 deterministic crop (CLAP's own extractor would take a random one).
 
-``weights: random`` needs ``model`` to name a preset shipped in code:
+``weights: random`` needs ``model`` to name an architecture shipped in encoders/model_configs
+(see encoders/architectures.py):
   mixrec-tiny-clap   tiny ClapModel (audio + text towers, 32-d shared space)
   mixrec-tiny-ast    tiny ASTModel (pooled output, 32-d)
 Otherwise weights name a hub id or a directory in save_pretrained layout that
@@ -20,53 +21,22 @@ their own RoBERTa tokenizer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from encoders.architectures import build_random
 from encoders.base import Encoder, l2_normalise
 from encoders.device import DevicePlan, choose_device
 from encoders.errors import EncoderConfigError, EncoderError
 from encoders.media import Waveform, check_text, decode_audio, decode_batch, resample
 from encoders.text import check_options, hub_or_dir
-from encoders.weights import WeightsSource, bundled_tokenizer_dir, resolve_weights, write_marker
+from encoders.weights import WeightsSource, resolve_weights, write_marker
 from mixrec.config import EncoderConfig, LimitsConfig
 
 _OPTIONS = {"text_max_length"}
-TINY_SAMPLE_RATE = 16_000
-
-
-def _tiny_clap() -> tuple:
-    from transformers import (AutoTokenizer, ClapAudioConfig, ClapConfig, ClapFeatureExtractor, ClapModel,
-                              ClapTextConfig)
-
-    tokenizer = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
-    audio = ClapAudioConfig(spec_size=64, window_size=4, num_mel_bins=16, patch_size=2, patch_stride=2,
-                            freq_ratio=2, hidden_size=32, patch_embeds_hidden_size=16, depths=[2, 2],
-                            num_attention_heads=[2, 2], intermediate_size=37, projection_dim=32)
-    # BERT-style ids from the MiniLM vocab: pad id 0, positions up to 128 tokens (+2 offset).
-    text = ClapTextConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=37, projection_dim=32, pad_token_id=tokenizer.pad_token_id,
-                          max_position_embeddings=130)
-    model = ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=32))
-    # 5 s at 16 kHz, hop 640 -> 126 frames: fits the tiny Swin's 128-frame input.
-    features = ClapFeatureExtractor(feature_size=16, sampling_rate=TINY_SAMPLE_RATE, hop_length=640,
-                                    max_length_s=5, fft_window_size=1024, frequency_max=8000,
-                                    truncation="rand_trunc", padding="repeatpad")
-    return model, features, tokenizer
-
-
-def _tiny_ast() -> tuple:
-    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
-
-    config = ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                       num_mel_bins=16, max_length=128, patch_size=8, frequency_stride=4, time_stride=8)
-    features = ASTFeatureExtractor(num_mel_bins=16, max_length=128, sampling_rate=TINY_SAMPLE_RATE)
-    return ASTModel(config), features, None
-
-
-PRESETS: dict[str, Callable[[], tuple]] = {"mixrec-tiny-clap": _tiny_clap, "mixrec-tiny-ast": _tiny_ast}
+_MODEL_TYPES = ("clap", "audio-spectrogram-transformer")  # shipped random architectures this kind builds
 
 
 def _load_pretrained(source: WeightsSource) -> tuple:
@@ -116,12 +86,7 @@ class HFAudioEncoder(Encoder):
         plan = choose_device(cfg.device, cfg.fp16)
         try:
             if source.kind == "random":
-                if cfg.model not in PRESETS:
-                    raise EncoderConfigError(f"weights: random needs model to be one of {sorted(PRESETS)}, "
-                                             f"got model: {cfg.model!r}")
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
-                    model, features, tokenizer = PRESETS[cfg.model]()
+                model, features, tokenizer = build_random(cfg.model, cfg.seed, _MODEL_TYPES)
             else:
                 model, features, tokenizer = _load_pretrained(source)
         except EncoderConfigError:

@@ -25,6 +25,7 @@ import open_clip
 import torch
 from open_clip.push_to_hf_hub import save_config_for_hf
 
+from encoders.architectures import MODEL_CONFIG_DIR
 from encoders.base import Encoder, l2_normalise
 from encoders.device import DevicePlan, choose_device
 from encoders.errors import EncoderConfigError
@@ -33,8 +34,7 @@ from encoders.text import check_options
 from encoders.weights import WeightsSource, write_marker, resolve_weights
 from mixrec.config import EncoderConfig, LimitsConfig
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-open_clip.add_model_config(MODEL_CONFIG_DIR)
+open_clip.add_model_config(MODEL_CONFIG_DIR)  # the open_clip architectures there (encoders/architectures.py)
 
 WEIGHTS_FILE = "open_clip_model.safetensors"
 CONFIG_FILE = "open_clip_config.json"

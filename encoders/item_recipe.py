@@ -1,4 +1,4 @@
-"""The one item -> vectors recipe, used offline (mixrec/encode_catalog.py) and online (services/encoder_client.py).
+"""The one item -> vectors recipe, used offline (encoders/encode_catalog.py) and online (services/encoder_client.py).
 
     text  <- ``Item.text()`` (title, description, tags)
     image <- the item's own image; else its video's keyframes (mean of keyframe vectors, L2-normalised)

@@ -8,6 +8,10 @@ A package registers a kind with, in its pyproject.toml::
 where ``MyEncoder`` subclasses ``encoders.base.Encoder``, sets ``modality`` and
 has a ``from_config(cfg: EncoderConfig, limits: LimitsConfig | None)`` classmethod.
 In-process code can call ``register_encoder("my-kind")`` as a decorator instead.
+
+The config schema (``mixrec.config``) only knows that ``kind`` is a string: this registry is the
+one authority on which kinds exist and which modality each serves (``check_config``), so the
+base layer never imports upward.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Callable
 
 from encoders.errors import EncoderConfigError
+from mixrec.config import MODALITIES, ConfigError, EncoderConfig, LimitsConfig, MixrecConfig
 
 if TYPE_CHECKING:
     from encoders.base import Encoder
-    from mixrec.config import EncoderConfig, LimitsConfig
 
 ENTRY_POINT_GROUP = "mixrec.encoders"
 
@@ -69,7 +73,26 @@ def kind_modality(kind: str) -> str:
     return _load_class(kind).modality
 
 
-def build_encoder(cfg: "EncoderConfig", limits: "LimitsConfig | None" = None) -> "Encoder":
+def check_config(cfg: MixrecConfig, source: str = "config") -> MixrecConfig:
+    """Every encoder slot names a known kind of its own modality, else ``ConfigError`` naming the field.
+
+    Called where a config is put to use (the services' settings, catalog encoding, the Bento
+    build); no encoder is built and no torch imported.
+    """
+    problems = []
+    for slot in MODALITIES:
+        kind = getattr(cfg.encoders, slot).kind
+        if kind not in available_kinds():
+            problems.append(f"encoders.{slot}.kind: unknown encoder kind {kind!r}; "
+                            f"known kinds: {sorted(available_kinds())}")
+        elif (modality := kind_modality(kind)) != slot:
+            problems.append(f"encoders.{slot}.kind: {kind!r} is a {modality} encoder, not a {slot} encoder")
+    if problems:
+        raise ConfigError("\n  ".join([f"invalid mixrec config ({source}):", *problems]))
+    return cfg
+
+
+def build_encoder(cfg: EncoderConfig, limits: LimitsConfig | None = None) -> "Encoder":
     cls = _load_class(cfg.kind)
     enc = cls.from_config(cfg, limits)
     if cfg.expected_dim is not None and enc.dim != cfg.expected_dim:

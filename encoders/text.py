@@ -5,7 +5,8 @@ options:
   max_length: tokens kept per text (default: the tokenizer's limit, at most 512)
 
 ``model: mixrec-tiny-bert`` with ``weights: random`` builds a tiny untrained
-BERT (for tests and smoke runs) using the WordPiece vocab of the bundled MiniLM.
+BERT (for tests and smoke runs) using the WordPiece vocab of the bundled MiniLM
+(encoders/model_configs/mixrec-tiny-bert.json, see encoders/architectures.py).
 """
 
 from __future__ import annotations
@@ -16,22 +17,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from encoders.architectures import build_random
 from encoders.base import Encoder, l2_normalise
 from encoders.device import DevicePlan, choose_device
 from encoders.errors import EncoderConfigError
 from encoders.media import check_text, decode_batch
-from encoders.weights import WeightsSource, write_marker, bundled_tokenizer_dir, resolve_weights
+from encoders.weights import WeightsSource, write_marker, resolve_weights
 from mixrec.config import EncoderConfig, LimitsConfig
 
-TINY_BERT = "mixrec-tiny-bert"
 _OPTIONS = {"pooling", "max_length"}
-
-
-def tiny_bert_config(vocab_size: int):
-    from transformers import BertConfig
-
-    return BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                      intermediate_size=37, max_position_embeddings=128)
+_MODEL_TYPES = ("bert",)  # shipped random architectures this kind builds
 
 
 def check_options(cfg: EncoderConfig, allowed: set[str]) -> None:
@@ -73,20 +68,14 @@ class HFTextEncoder(Encoder):
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig, limits: LimitsConfig | None = None) -> "HFTextEncoder":
-        from transformers import AutoModel, AutoTokenizer, BertModel
+        from transformers import AutoModel, AutoTokenizer
 
         check_options(cfg, _OPTIONS)
         source = resolve_weights(cfg.weights, cfg.model)
         plan = choose_device(cfg.device, cfg.fp16)
         try:
             if source.kind == "random":
-                if cfg.model != TINY_BERT:
-                    raise EncoderConfigError(f"weights: random needs model: {TINY_BERT} (an architecture "
-                                             f"shipped in code), got model: {cfg.model!r}")
-                tokenizer = AutoTokenizer.from_pretrained(str(bundled_tokenizer_dir()), local_files_only=True)
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(cfg.seed)
-                    model = BertModel(tiny_bert_config(len(tokenizer)), add_pooling_layer=False)
+                model, _, tokenizer = build_random(cfg.model, cfg.seed, _MODEL_TYPES)
             else:
                 where, kw = hub_or_dir(source)
                 tokenizer = AutoTokenizer.from_pretrained(where, **kw)

@@ -17,6 +17,5 @@ Data flow, one module per step:
   explain.py        why an item was recommended (explanation dicts from scoring.py's numbers)
   model_state.py    ModelState: what a model is made of (export_state / from_state)
   artifacts.py      save/load a ModelState (npz + json, format version), BentoML model store
-  eval_adapter.py   MixrecEvalModel: HybridModel behind mixrec.evaluation's protocol
   synthetic.py      a small catalogue with known structure, for tests and quick benchmarks
 """

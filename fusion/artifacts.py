@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mixrec.catalog import Item
-from mixrec.config import FusionConfig, ModelConfig
+from mixrec.config import HYBRID_MODEL_NAME, FusionConfig, ModelConfig
 from fusion import lightfm_state
 from fusion.codebook import Codebook
 from fusion.cold_items import ContentToCollab
@@ -58,7 +58,7 @@ def save_state(st: ModelState, directory) -> Path:
         arrays[f"item_{m}_mask"] = st.masks[m]
     meta = {
         "format_version": FORMAT_VERSION,
-        "kind": "mixrec-hybrid",
+        "kind": HYBRID_MODEL_NAME,
         "model_config": st.model_cfg.model_dump(mode="json"),
         "fusion_config": st.fusion_cfg.model_dump(mode="json"),
         "encoders": st.space.encoders,
@@ -85,9 +85,9 @@ def read_meta(directory) -> dict:
     if not path.exists():
         raise ArtifactError(f"no mixrec artifacts in {directory} (missing {META_FILE})")
     meta = json.loads(path.read_text())
-    if meta.get("kind") != "mixrec-hybrid" or meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("kind") != HYBRID_MODEL_NAME or meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{directory}: artifact format {meta.get('kind')!r} v{meta.get('format_version')} "
-                            f"is not supported (this mixrec reads mixrec-hybrid v{FORMAT_VERSION}); retrain")
+                            f"is not supported (this mixrec reads {HYBRID_MODEL_NAME} v{FORMAT_VERSION}); retrain")
     return meta
 
 
@@ -142,7 +142,7 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
         cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]))
 
 
-def save_state_to_model_store(st: ModelState, name: str = "mixrec-hybrid", labels: dict | None = None) -> str:
+def save_state_to_model_store(st: ModelState, name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:
     """Save into the BentoML model store (so a Bento can carry it); returns the tag string."""
     import bentoml
 

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from mixrec.catalog import Interaction, Item
-from mixrec.config import FusionConfig, MixrecConfig, ModelConfig
+from mixrec.config import HYBRID_MODEL_NAME, FusionConfig, MixrecConfig, ModelConfig
 from mixrec.embeddings import ItemEmbeddings
 from mixrec.errors import shown, shown_list
 from mixrec.events import DEFAULT_RULES, signed_weight
@@ -447,7 +447,7 @@ class HybridModel(SnapshotReader):
     def load(cls, directory, expected_encoders: dict[str, dict] | None = None) -> "HybridModel":
         return cls.from_state(artifacts.load_state(directory, expected_encoders))
 
-    def save_to_model_store(self, name: str = "mixrec-hybrid", labels: dict | None = None) -> str:
+    def save_to_model_store(self, name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:
         return artifacts.save_state_to_model_store(self.export_state(), name, labels)
 
     @classmethod

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from encoders.registry import check_config
 from mixrec.config import REPO_ROOT, EncoderServingConfig, MixrecConfig, load_config
 
 
@@ -29,7 +30,8 @@ def _find_config() -> Path | None:
     return None
 
 
-CONFIG: MixrecConfig = load_config(_find_config())
+# The registry, not the config schema, knows the encoder kinds: a bad kind fails here, at start.
+CONFIG: MixrecConfig = check_config(load_config(_find_config()))
 
 
 def encoder_service_options(slot: str) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def tiny_demo(tmp_path_factory) -> TinyDemo:
            "TOKENIZERS_PARALLELISM": "false", "BENTOML_DO_NOT_TRACK": "true",
            "MIXREC__MODEL__EPOCHS": str(TINY_EPOCHS)}
     env.pop("MIXREC_CONFIG", None)
-    cmd = [sys.executable, "-c", "from mixrec.cli import main; main()", "demo", "--no-serve", "--no-progress",
+    cmd = [sys.executable, "-c", "from tools.cli import main; main()", "demo", "--no-serve", "--no-progress",
            "--data-dir", str(data), "--items", str(TINY_ITEMS), "--users", str(TINY_USERS), "--seed", "0"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=DEMO_TIMEOUT_S)

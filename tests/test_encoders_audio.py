@@ -41,7 +41,7 @@ def test_local_dir_round_trip(clap):
 
 
 def test_model_store_round_trip(clap, tiny_model_dirs, bentoml_home):
-    from mixrec.cli.models import import_model
+    from tools.cli.models import import_model
 
     tag = import_model(tiny_model_dirs["audio"], "tiny-clap", "hf-audio")
     enc = build_encoder(encoder_config("hf-audio", "mixrec-tiny-clap", f"bentoml:{tag}"), LIMITS)

@@ -46,7 +46,7 @@ def test_bytes_path_and_pil_inputs_agree(clip, tmp_path):
 
 
 def test_checkpoint_file_and_model_store(clip, tiny_model_dirs, bentoml_home):
-    from mixrec.cli.models import import_model
+    from tools.cli.models import import_model
 
     ckpt = tiny_model_dirs["image"] / "open_clip_model.safetensors"
     by_file = build_encoder(encoder_config("open-clip", "mixrec-tiny-clip", f"local:{ckpt}"))

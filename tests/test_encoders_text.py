@@ -55,7 +55,7 @@ def test_tiny_text_loaded_from_local_dir(tiny):
 
 
 def test_tiny_text_loaded_from_bentoml_model_store(tiny, tiny_model_dirs, bentoml_home):
-    from mixrec.cli.models import import_model
+    from tools.cli.models import import_model
 
     tag = import_model(tiny_model_dirs["text"], "tiny-text", "hf-text")
     enc = build_encoder(encoder_config("hf-text", "mixrec-tiny-bert", f"bentoml:{tag}"))

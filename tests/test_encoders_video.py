@@ -95,7 +95,7 @@ def _tiny_config():
 
 
 def test_encode_catalog_masks_and_stats(tmp_path, videos):
-    from mixrec.encode_catalog import encode_catalog
+    from encoders.encode_catalog import encode_catalog
 
     emb, stats = encode_catalog(_tiny_config(), _catalog(tmp_path, videos), progress=False)
     assert emb.item_ids == ["p1", "p2", "s1", "v1", "v2", "t1"]
@@ -112,7 +112,7 @@ def test_encode_catalog_masks_and_stats(tmp_path, videos):
 
 
 def test_encode_cli_writes_npz_and_table(tmp_path, videos, monkeypatch):
-    from mixrec.cli import encode as encode_cli
+    from tools.cli import encode as encode_cli
 
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(

@@ -12,15 +12,15 @@ import pytest
 from typer.testing import CliRunner
 
 from encoders.registry import build_encoder
-from fusion.eval_adapter import MixrecEvalModel
+from tools.evaluation.adapter import MixrecEvalModel
 from fusion.hybrid import HybridModel
 from fusion.query import Query
 from mixrec.catalog import read_interactions
-from mixrec.cli import app
+from tools.cli import app
 from mixrec.config import load_config
-from mixrec.evaluation.baselines import LightFMIds, LightFMParams
-from mixrec.evaluation.protocols import run_protocols
-from mixrec.evaluation.splits import cold_item_split
+from tools.evaluation.baselines import LightFMIds, LightFMParams
+from tools.evaluation.protocols import run_protocols
+from tools.evaluation.splits import cold_item_split
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +29,9 @@ N_ITEMS, N_USERS, EPOCHS = 48, 120, 10
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from mixrec.datasets.catalog_dir import load_catalog_dir
-    from mixrec.demo_data import generate_demo_catalog
-    from mixrec.encode_catalog import encode_catalog
+    from tools.datasets.catalog_dir import load_catalog_dir
+    from tools.demo.catalog import generate_demo_catalog
+    from encoders.encode_catalog import encode_catalog
 
     root = tmp_path_factory.mktemp("fusion-demo")
     generate_demo_catalog(root, seed=0, n_items=N_ITEMS, n_users=N_USERS)

@@ -41,7 +41,7 @@ def _missing_tools() -> list[str]:
 
 
 def _mixrec(args: list[str], env: dict, timeout: float, log: Path) -> str:
-    cmd = [sys.executable, "-c", "from mixrec.cli import main; main()", *args]
+    cmd = [sys.executable, "-c", "from tools.cli import main; main()", *args]
     proc = subprocess.run(cmd, cwd=str(REPO_ROOT), env=env, capture_output=True, text=True, timeout=timeout)
     with open(log, "a") as f:
         f.write(f"$ mixrec {' '.join(args)}\n{proc.stdout}\n{proc.stderr}\n")
@@ -106,7 +106,7 @@ def test_bento_image_pushed_pulled_and_run_answers_like_bentoml_serve(tiny_demo,
     env.pop("MIXREC_CONFIG", None)
 
     # the local base (Debian packages only), made once per machine
-    from mixrec.packaging import LOCAL_BASE_IMAGE
+    from tools.packaging import LOCAL_BASE_IMAGE
 
     if subprocess.run(["podman", "image", "exists", LOCAL_BASE_IMAGE]).returncode != 0:
         t0 = time.perf_counter()
@@ -150,7 +150,7 @@ def test_bento_image_pushed_pulled_and_run_answers_like_bentoml_serve(tiny_demo,
         _mixrec(["image", "push", image_tag, ref, "--insecure"], env, 1800, log)
         timings["push"] = time.perf_counter() - t0
         # insecure is refused for a non-loopback registry
-        proc = subprocess.run([sys.executable, "-c", "from mixrec.cli import main; main()", "image", "push",
+        proc = subprocess.run([sys.executable, "-c", "from tools.cli import main; main()", "image", "push",
                                image_tag, "registry.example.com/mixrec:x", "--insecure"], env=env,
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode != 0 and "loopback" in proc.stdout + proc.stderr

@@ -43,7 +43,7 @@ class _Served:
 
 @pytest.fixture(scope="module")
 def setup():
-    from mixrec.encode_catalog import CatalogEncoders
+    from encoders.encode_catalog import CatalogEncoders
 
     cfg = _config()
     return cfg, CatalogEncoders.from_config(cfg)
@@ -68,7 +68,7 @@ def _spec(item_id, type_, title, **kw):
 
 
 def test_offline_and_online_give_the_same_vectors_and_explicit_media_win(tmp_path, setup):
-    from mixrec.encode_catalog import encode_catalog
+    from encoders.encode_catalog import encode_catalog
 
     cfg, enc = setup
     media = tmp_path / "media"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from mixrec.evaluation.metrics import (
+from tools.evaluation.metrics import (
     auc, catalog_coverage, evaluable_users, evaluate_scores, item_popularity, ndcg_at_k, novelty,
     precision_at_k, rank_top_k, recall_at_k,
 )

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mixrec.datasets.movielens import (
+from tools.datasets.movielens import (
     DEFAULT_DATA_DIR, ENV_DATA_DIR, MovieLensNotFound, load_movielens, load_official_split, resolve_data_dir,
 )
 
@@ -33,8 +33,8 @@ def test_missing_data_dir_names_the_way_out(tmp_path) -> None:
 @needs_data
 def test_load_movielens_and_one_epoch_model(tmp_path) -> None:
     pytest.importorskip("lightfm")
-    from mixrec.evaluation.baselines import LightFMGenres, LightFMParams
-    from mixrec.evaluation.protocols import run_protocols
+    from tools.evaluation.baselines import LightFMGenres, LightFMParams
+    from tools.evaluation.protocols import run_protocols
 
     data = load_movielens(DATA_DIR, posters_dir=tmp_path)  # empty posters dir: no images
     assert (data.n_users, data.n_items) == (943, 1682)
@@ -59,7 +59,7 @@ def test_load_movielens_and_one_epoch_model(tmp_path) -> None:
 
 @needs_data
 def test_posters_become_absolute_image_paths() -> None:
-    from mixrec.datasets.movielens import resolve_posters_dir
+    from tools.datasets.movielens import resolve_posters_dir
 
     posters = resolve_posters_dir()
     if posters is None:

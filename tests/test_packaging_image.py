@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from mixrec import image, packaging
+from tools import image, packaging
 from mixrec.config import load_config
 from server_harness import REPO_ROOT
 

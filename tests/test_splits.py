@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from mixrec.catalog import Item
-from mixrec.evaluation.protocol import EvalData
-from mixrec.evaluation.splits import (
+from tools.evaluation.protocol import EvalData
+from tools.evaluation.splits import (
     InteractionLog, cold_item_split, cold_user_split, liked_items_text, protocol_splits, random_warm_split,
     warm_split,
 )
