@@ -47,7 +47,8 @@ class Encoder(ABC):
         """The describe() fields every built-in encoder shares (they set kind, model_name, source, plan)."""
         return {"kind": self.kind, "modality": self.modality, "model": self.model_name,
                 "weights": self.source.describe(), "device": str(self.plan.device),
-                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained}
+                "dtype": self.plan.dtype_name, "dim": self.dim, "trained": self.source.trained,
+                "trained_note": self.source.trained_note}
 
 
 def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

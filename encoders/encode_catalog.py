@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from encoders.base import Encoder
 from encoders.errors import InvalidMediaError
+from encoders.fingerprint import describe_with_fingerprint
 from encoders.item_recipe import video_fills
 from encoders.registry import build_encoder, check_config
 from encoders.video import VideoEncoder
@@ -125,6 +126,7 @@ def encode_catalog(cfg: MixrecConfig, catalog_dir: str | Path, items: Sequence[I
                                "items_per_s": round(done / seconds, 2) if seconds > 0 and done else 0.0}
     stats["items"] = n
     stats["skipped"] = skipped
-    described = {m: getattr(enc, m).describe() for m in ("text", "image", "audio")}
+    # describe() + the content fingerprint (encoders/fingerprint.py): what later checks compare against
+    described = {m: describe_with_fingerprint(getattr(enc, m)) for m in ("text", "image", "audio")}
     described["video"] = {"keyframes": enc.video.keyframes}
     return ItemEmbeddings([it.item_id for it in items], vectors, masks, described), stats

@@ -13,6 +13,14 @@ class EncoderConfigError(EncoderError, ValueError):
     """An encoder cannot be built from its config (bad kind, missing weights, wrong dims)."""
 
 
+class EncoderMismatchError(EncoderError, ValueError):
+    """Vectors, artifacts or services come from encoders other than the ones expected. The message names
+    both sides and the fix (retrain, re-encode, or configure the other encoder). A 503 when serving: the
+    deployment, not the caller, is at fault."""
+
+    status, code = 503, "encoder_mismatch"
+
+
 class InvalidMediaError(EncoderError, InputError):
     """One input item cannot be encoded: corrupt, oversized, empty, unsupported (400).
 

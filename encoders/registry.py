@@ -7,7 +7,9 @@ A package registers a kind with, in its pyproject.toml::
 
 where ``MyEncoder`` subclasses ``encoders.base.Encoder``, sets ``modality`` and
 has a ``from_config(cfg: EncoderConfig, limits: LimitsConfig | None)`` classmethod.
-In-process code can call ``register_encoder("my-kind")`` as a decorator instead.
+In-process code can call ``register_encoder("my-kind")`` as a decorator instead. ``mixrec build`` adds
+the distribution that provides an entry-point kind to the Bento's Python packages (README "Write an
+encoder kind"; a complete example package is examples/encoder-plugin/).
 
 The config schema (``mixrec.config``) only knows that ``kind`` is a string: this registry is the
 one authority on which kinds exist and which modality each serves (``check_config``), so the
@@ -18,9 +20,10 @@ from __future__ import annotations
 
 import importlib
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from encoders.errors import EncoderConfigError
+from encoders.fingerprint import check_probe, describe_with_fingerprint
 from mixrec.config import MODALITIES, ConfigError, EncoderConfig, LimitsConfig, MixrecConfig
 
 if TYPE_CHECKING:
@@ -67,6 +70,15 @@ def _load_class(kind: str) -> type:
     raise EncoderConfigError(f"unknown encoder kind {kind!r}; known kinds: {sorted(available_kinds())}")
 
 
+def kind_distribution(kind: str):
+    """The installed distribution (``importlib.metadata.Distribution``) whose entry point provides ``kind``;
+    None for built-in and in-process kinds. Packaging adds it to the Bento's Python packages."""
+    if kind in _BUILTIN:
+        return None
+    ep = _entry_points().get(kind)
+    return getattr(ep, "dist", None) if ep is not None else None
+
+
 def kind_modality(kind: str) -> str:
     if kind in _BUILTIN:
         return _BUILTIN[kind][0]
@@ -100,7 +112,15 @@ def build_encoder(cfg: EncoderConfig, limits: LimitsConfig | None = None) -> "En
             f"encoder {cfg.kind}:{cfg.model} produces dim {enc.dim}, config expected_dim is {cfg.expected_dim}")
     source = getattr(enc, "source", None)
     if source is not None and source.is_dir:  # saved weights carrying probe vectors must reproduce them
-        from encoders.fingerprint import check_probe
-
         check_probe(source.path, enc, where=source.ref)
     return enc
+
+
+def configured_fingerprints(cfg, slots: Iterable[str] = ("text", "image", "audio")) -> dict[str, dict]:
+    """describe() + fingerprint of the encoders a MixrecConfig names, built here on the CPU in float32
+    (as training builds them; the probe tolerance covers a GPU in float16)."""
+    out = {}
+    for slot in slots:
+        ecfg = getattr(cfg.encoders, slot).model_copy(update={"device": "cpu", "fp16": False})
+        out[slot] = describe_with_fingerprint(build_encoder(ecfg, cfg.limits))
+    return out

@@ -85,6 +85,10 @@ class HFTextEncoder(Encoder):
         except (OSError, ValueError) as e:
             raise EncoderConfigError(f"cannot load text model {cfg.model!r} from weights "
                                      f"{source.describe()!r}: {e}") from None
+        if getattr(model, "pooler", None) is not None:
+            # unused (we pool the last hidden state ourselves), and randomly initialised on every load when the
+            # checkpoint has none: dropping it keeps the weights fingerprint a function of the saved weights
+            model.pooler = None
         limit = min(int(getattr(tokenizer, "model_max_length", 512) or 512), 512,
                     int(getattr(model.config, "max_position_embeddings", 512)))
         max_length = int(cfg.options.get("max_length", limit))

@@ -37,10 +37,23 @@ class WeightsSource:
 
     @property
     def trained(self) -> bool:
+        """True only for weights known to be trained: a hub model, an open_clip pretrained tag, a weights
+        package, or saved weights whose mixrec marker says so (written by an encoder's ``save`` or by
+        ``mixrec models import --trained``). Random and unmarked local weights are not known to be."""
+        return self.trained_note.startswith("trained")
+
+    @property
+    def trained_note(self) -> str:
+        """Why ``trained`` is what it is, in words an operator can act on."""
         if self.kind == "random":
-            return False
+            return "untrained: random weights from the architecture config"
+        if self.kind in ("hub", "tag", "package"):
+            return f"trained: a published model ({self.describe()})"
         marker = read_marker(self.path) if self.is_dir else {}
-        return bool(marker.get("trained", True))
+        if "trained" not in marker:
+            return ("unknown, reported as untrained: these weights carry no mixrec marker; mark them with "
+                    "`mixrec models import DIR --trained` if they are a trained model")
+        return "trained: marked trained" if marker["trained"] else "untrained: marked untrained when saved"
 
     @property
     def is_dir(self) -> bool:
@@ -66,7 +79,9 @@ def resolve_weights(weights: str | None, model: str) -> WeightsSource:
     if w.startswith(_PATH_STARTS):
         return _local(w, w)
     if w.startswith("bentoml:"):
-        return WeightsSource("bentoml", w, path=bentoml_model_path(w[len("bentoml:"):]))
+        # recorded as the exact version it resolved to: `bentoml:name` alone would not say which one was used
+        tag, path = bentoml_model(w[len("bentoml:"):])
+        return WeightsSource("bentoml", f"bentoml:{tag}", path=path)
     if w.startswith("package:"):
         return WeightsSource("package", w, path=package_model_path(w[len("package:"):]))
     return WeightsSource("tag", w)
@@ -79,13 +94,14 @@ def _local(ref: str, raw: str) -> WeightsSource:
     return WeightsSource("local", ref, path=path.resolve())
 
 
-def bentoml_model_path(tag: str) -> Path:
-    """Directory of a model in the BentoML model store (``$BENTOML_HOME/models``)."""
+def bentoml_model(tag: str) -> tuple[str, Path]:
+    """(exact ``name:version``, directory) of a model in the BentoML model store."""
     import bentoml
     from bentoml.exceptions import BentoMLException
 
     try:
-        return Path(bentoml.models.get(tag).path)
+        model = bentoml.models.get(tag)
+        return str(model.tag), Path(model.path)
     except (BentoMLException, ValueError) as e:
         raise EncoderConfigError(f"weights: BentoML model {tag!r} not found in the model store "
                                  f"(import it with `mixrec models import`): {e}") from None

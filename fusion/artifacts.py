@@ -22,7 +22,8 @@ from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
 from fusion.model_state import ModelState
 from fusion.query import QueryBlend
-from fusion.shared_space import IncompatibleEmbeddingsError, SharedSpace, _identity
+from encoders.fingerprint import check_same
+from fusion.shared_space import IncompatibleEmbeddingsError, SharedSpace
 
 FORMAT_VERSION = 1
 META_FILE = "meta.json"
@@ -93,15 +94,9 @@ def read_meta(directory) -> dict:
 
 def check_encoders(saved: dict[str, dict], expected: dict[str, dict]) -> None:
     """Refuse artifacts trained on other encoders: their vector spaces are not interchangeable."""
-    for m, want in expected.items():
-        have = saved.get(m)
-        if have is None:
-            continue
-        if int(have.get("dim", -1)) != int(want.get("dim", -2)) or _identity(have) != _identity(want):
-            raise IncompatibleEmbeddingsError(
-                f"artifacts were trained with {m} encoder {_identity(have)} (dim {have.get('dim')}), "
-                f"but the configured encoder is {_identity(want)} (dim {want.get('dim')}); "
-                "retrain with `mixrec train` or configure the encoder the artifacts were built with")
+    check_same(saved, expected, have_name="the artifacts", want_name="the configured encoders",
+               fix="retrain with `mixrec train` or configure the encoders the artifacts were built with",
+               error=IncompatibleEmbeddingsError)
 
 
 def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> ModelState:

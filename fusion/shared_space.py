@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.linear_model import RidgeCV
 
+from encoders.errors import EncoderMismatchError
+from encoders.fingerprint import check_same
 from mixrec.config import MODALITIES, FusionConfig
 from mixrec.embeddings import ItemEmbeddings
 
@@ -36,7 +38,7 @@ _RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 _MIN_WEIGHT = 0.05  # a modality with no predictive power still breaks ties among items lacking text
 
 
-class IncompatibleEmbeddingsError(ValueError):
+class IncompatibleEmbeddingsError(EncoderMismatchError):
     """Vectors (or an artifact) come from encoders other than the ones the model was fitted with."""
 
 
@@ -65,7 +67,8 @@ class SharedSpace:
     anchor: str
     projections: dict[str, ModalityProjection]
     native_dims: dict[str, int]
-    encoders: dict[str, dict] = field(default_factory=dict)  # describe() of each encoder
+    encoders: dict[str, dict] = field(default_factory=dict)  # describe() + fingerprint of each encoder
+    requested_dim: int | None = None  # fusion.shared_dim as configured (dim may be smaller: see adjustments)
 
     # ------------------------------------------------------------------ fitting
     @classmethod
@@ -90,7 +93,16 @@ class SharedSpace:
             both = emb.masks[m] & emb.masks[anchor]
             projections[m] = _fit_ridge(emb.vectors[m], emb.masks[m], both, target, dim, cfg.seed)
         return cls(dim, anchor, projections, {m: int(emb.vectors[m].shape[1]) for m in present},
-                   {m: dict(emb.encoders.get(m, {})) for m in present})
+                   {m: dict(emb.encoders.get(m, {})) for m in present}, int(cfg.shared_dim))
+
+    def adjustments(self) -> list[dict]:
+        """Config values the fit could not honour (reported by `mixrec train` and the service's ``info``)."""
+        if self.requested_dim is None or self.requested_dim == self.dim:
+            return []
+        native = self.native_dims.get(self.anchor)
+        why = (f"capped at the {self.anchor} (anchor) encoder's dimension {native}" if native == self.dim
+               else "capped at the number of items with the anchor modality minus one")
+        return [{"field": "fusion.shared_dim", "configured": self.requested_dim, "used": self.dim, "why": why}]
 
     # ------------------------------------------------------------------ using
     @property
@@ -126,11 +138,9 @@ class SharedSpace:
         for m, v in emb.vectors.items():
             if m in self.projections and emb.masks[m].any():
                 self.check_vectors(m, v)
-            mine, theirs = self.encoders.get(m), emb.encoders.get(m)
-            if mine and theirs and _identity(mine) != _identity(theirs):
-                raise IncompatibleEmbeddingsError(
-                    f"{m} embeddings come from encoder {_identity(theirs)}, but the model was fitted "
-                    f"on {_identity(mine)}; re-encode the catalog with the model's encoders or retrain")
+        check_same(emb.encoders, self.encoders, have_name="the embeddings", want_name="the model",
+                   fix="re-encode the catalog with the model's encoders (mixrec encode) or retrain",
+                   slots=[m for m in MODALITIES if m in emb.vectors], error=IncompatibleEmbeddingsError)
 
     def project_items(self, emb: ItemEmbeddings) -> dict[str, np.ndarray]:
         """Per-modality (N, D) projections; rows of items lacking the modality are zero."""
@@ -178,7 +188,7 @@ class SharedSpace:
 
     def meta(self) -> dict:
         return {"format": SHARED_SPACE_FORMAT, "dim": self.dim, "anchor": self.anchor,
-                "native_dims": self.native_dims, "encoders": self.encoders,
+                "native_dims": self.native_dims, "encoders": self.encoders, "requested_dim": self.requested_dim,
                 "quality": {m: p.quality for m, p in self.projections.items()},
                 "aligned": {m: p.aligned for m, p in self.projections.items()}}
 
@@ -192,7 +202,8 @@ class SharedSpace:
                                              float(meta["quality"][m]), bool(meta["aligned"][m]))
                        for m in meta["native_dims"]}
         return cls(int(meta["dim"]), meta["anchor"], projections,
-                   {m: int(d) for m, d in meta["native_dims"].items()}, meta.get("encoders", {}))
+                   {m: int(d) for m, d in meta["native_dims"].items()}, meta.get("encoders", {}),
+                   meta.get("requested_dim"))
 
     def save(self, directory: str | Path) -> None:
         d = Path(directory)
@@ -215,11 +226,6 @@ def _principal_axes(centred: np.ndarray, k: int) -> np.ndarray:
     vals, vecs = np.linalg.eigh(centred.T @ centred)
     order = np.argsort(vals)[::-1][:k]
     return vecs[:, order]
-
-
-def _identity(desc: dict) -> tuple:
-    """The parts of an encoder's describe() that change its vector space (not device/dtype)."""
-    return tuple(str(desc.get(k)) for k in ("kind", "model", "weights", "dim"))
 
 
 def _fit_ridge(x_all: np.ndarray, mask: np.ndarray, both: np.ndarray, target: np.ndarray,

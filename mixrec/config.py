@@ -143,6 +143,10 @@ class EncoderServingConfig(_Strict):
     max_batch_size: int = Field(32, ge=1, le=4096)
     max_latency_ms: int = Field(5000, ge=1, le=60_000)  # BentoML sheds (503) requests it predicts would wait longer; 5000 measured best on CPU (BENCHMARKS.md)
     timeout_s: int = Field(60, ge=1)
+    # Where this encoder runs when it is not started beside the Recommender (its own Deployment, a GPU
+    # node): http(s)://host:port of one address in front of its replicas. None: ``bentoml serve`` starts it
+    # locally. Read by ``bentoml.depends(url=...)`` in services/recommender.py (README "Scale out").
+    url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/\S*)?$")
 
 
 EventRole = Literal["positive", "negative", "seen"]
@@ -186,8 +190,25 @@ class ServingConfig(_Strict):
     fold_in_events: int = Field(50, ge=0, le=1000)
     fold_in_prior: float = Field(2.0, gt=0)  # ml-100k validation users: best NDCG@10 at 2 (bench/fresh_feedback.py)
     sync_interval_s: float = Field(5.0, gt=0)  # replicas poll the database for others' writes
+    # Hot swap across replicas (services/hot_swap.py): a directory every replica mounts (shared volume).
+    # A replica that ran update_model publishes its model there as a new version; the others load it,
+    # replay the database rows after it and swap it in. None: each replica keeps the model it trains.
+    model_channel: str | None = None
     workers: int = Field(1, ge=1, le=64)
     timeout_s: int = Field(120, ge=1)
+
+
+class RayEncodeConfig(_Strict):
+    """``mixrec encode --engine ray`` (encoders/encode_ray.py): a pool of actors, each holding the encoders."""
+
+    actors: int = Field(2, ge=1, le=10_000)  # encoder replicas in the pool (one model copy each)
+    batch_size: int = Field(256, ge=1, le=100_000)  # catalogue items per actor call
+    cpus_per_actor: float = Field(1.0, gt=0)
+    gpus_per_actor: float = Field(0.25, ge=0, le=8)  # used when the cluster has GPUs: 0.25 = four actors a GPU
+
+
+class EncodeConfig(_Strict):
+    ray: RayEncodeConfig = Field(default_factory=RayEncodeConfig)
 
 
 class MixrecConfig(_Strict):
@@ -201,6 +222,7 @@ class MixrecConfig(_Strict):
     storage: StorageConfig = Field(default_factory=StorageConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     events: dict[str, EventRule] = Field(default_factory=default_events)  # feedback event semantics
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)  # batch catalogue encoding (mixrec encode)
 
     @field_validator("events")
     @classmethod

@@ -60,6 +60,18 @@ class ProcessTree:
         self.process.wait(timeout=grace_s)
         psutil.wait_procs(list(self._seen.values()), timeout=grace_s)
 
+    def kill(self) -> None:
+        """SIGKILL the whole tree at once, without a grace period: a crashed host or an evicted pod."""
+        self.track()
+        _signal_group(self.pid, signal.SIGKILL)
+        for proc in self._seen.values():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        self.process.wait(timeout=30)
+        psutil.wait_procs(list(self._seen.values()), timeout=30)
+
     def leftovers(self) -> list[int]:
         """Pids of the tracked tree still alive (empty after a successful ``stop``)."""
         alive = [p.pid for p in self._seen.values() if _alive(p)]

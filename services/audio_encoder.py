@@ -5,7 +5,7 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from services.encoder_runtime import b64decode, encode_batch
+from services.encoder_runtime import describe_served, fingerprint_of, b64decode, encode_batch
 from services.settings import CONFIG, batching, encoder_service_options
 
 
@@ -23,4 +23,9 @@ class AudioEncoder:
 
     @bentoml.api
     def describe(self) -> dict:
-        return self.encoder.describe()
+        return describe_served(self.encoder)
+
+    @bentoml.api
+    def fingerprint(self) -> dict:
+        """What determines this encoder's vectors (encoders/fingerprint.py); the Recommender checks it at start."""
+        return fingerprint_of(self.encoder)

@@ -84,8 +84,19 @@ class CheckpointDir:
             elif p.exists():
                 p.unlink(missing_ok=True)
 
+    def current(self) -> str | None:
+        """The directory the pointer names now (None: no checkpoint yet). No lock: the pointer is
+        replaced atomically, so this reads the old name or the new one."""
+        pointer = self._read_pointer()
+        return None if pointer is None else pointer["dir"]
+
     def load(self, database_id: str | None, high_water_marks: dict[str, int]):
         """``(model, watermarks)`` of the current checkpoint when it belongs to this database, else None."""
+        found = self.load_named(database_id, high_water_marks)
+        return None if found is None else found[:2]
+
+    def load_named(self, database_id: str | None, high_water_marks: dict[str, int]):
+        """``(model, watermarks, directory name)``, or None as ``load``."""
         from fusion.hybrid import HybridModel
 
         with self._locked(fcntl.LOCK_SH):
@@ -105,7 +116,7 @@ class CheckpointDir:
                             "replaying the database", pointer["dir"], type(e).__name__, e)
                 return None
         log.info("loaded checkpoint %s (watermarks %s)", pointer["dir"], marks)
-        return model, marks
+        return model, marks, pointer["dir"]
 
     def _read_pointer(self) -> dict | None:
         current = self.path / POINTER

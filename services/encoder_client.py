@@ -29,9 +29,12 @@ ENCODER_RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 async def call_encoder(method: Callable[[list], Awaitable[Any]], payload: list, what: str):
     """``await method(payload)``, retried on overload and connection errors; else a 503 naming the encoder.
 
-    BentoML's dependency client is httpx: a refused or dropped connection is retried (encoding is
-    idempotent); a read timeout is not (the encoder is busy with it) and becomes a 503 at once.
+    BentoML 1.4's dependency client (``RemoteProxy``) is aiohttp; its other clients are httpx. A refused,
+    reset or dropped connection is retried (encoding is idempotent) on a new connection, which the address
+    in front of the encoder's replicas (a Kubernetes Service) sends to a replica again — another one when
+    this one died; a timeout is not retried (the encoder is busy with it) and becomes a 503 at once.
     """
+    import aiohttp
     import httpx
     from bentoml.exceptions import BentoMLException, ServiceUnavailable
 
@@ -39,12 +42,13 @@ async def call_encoder(method: Callable[[list], Awaitable[Any]], payload: list, 
         try:
             return await method(payload)
         except (ServiceUnavailable, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.RemoteProtocolError) as e:
+                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
+                aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
             if delay is None:
                 raise UnavailableError(f"the {what} encoder is unavailable (overloaded or restarting), retry "
                                        f"later: {type(e).__name__}") from None
             await asyncio.sleep(delay)
-        except httpx.TimeoutException as e:
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
             raise UnavailableError(f"the {what} encoder did not answer in time ({type(e).__name__}); retry "
                                    "later") from None
         except BentoMLException as e:

@@ -48,3 +48,14 @@ def encode_batch(encoder: Encoder, batch: Sequence[Any]) -> np.ndarray:
                 log.warning("encoder %s: %s", encoder.modality, e.at(index=i))
                 rows.append(np.full(encoder.dim, np.nan, dtype=np.float32))
         return np.stack(rows).astype(np.float32)
+
+
+def fingerprint_of(encoder: Encoder) -> dict:
+    from encoders.fingerprint import fingerprint
+
+    return fingerprint(encoder)
+
+
+def describe_served(encoder: Encoder) -> dict:
+    """describe() plus the fingerprint's short digest (the full one, with probe vectors, is ``fingerprint``)."""
+    return {**encoder.describe(), "fingerprint_digest": fingerprint_of(encoder)["digest"]}

@@ -39,7 +39,8 @@ log = logging.getLogger("mixrec.engine")
 
 # The replica's state, readable on the engine (the service, tests and benchmarks read it here).
 REPLICA_STATE = frozenset({"model", "store", "media", "checkpoints", "event_mark", "change_mark", "forget_mark",
-                           "trained_mark", "pending_events", "updates_done", "last_update_seconds", "sync_failures"})
+                           "trained_mark", "pending_events", "updates_done", "last_update_seconds", "sync_failures",
+                           "model_channel", "model_version"})
 
 
 class RecommenderEngine:
@@ -250,8 +251,10 @@ class RecommenderEngine:
             "catalog": self.store.stats(),
             "model": {"items": len(snap.item_ids), "users": len(snap.user_ids),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
+                      "adjusted_config": self.model.space.adjustments(),
                       "pending_events": self.pending_events, "updates_done": self.updates_done,
-                      "last_update_seconds": self.last_update_seconds},
+                      "last_update_seconds": self.last_update_seconds, "version": self.model_version,
+                      **({"channel": self.model_channel.status()} if self.model_channel is not None else {})},
             "watermarks": {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
                            "trained_events": self.trained_mark},
             "sync_failures": self.sync_failures,

@@ -22,6 +22,7 @@ import numpy as np
 from bentoml.exceptions import BentoMLException
 
 from mixrec.errors import InputError, shown_list
+from services import encoder_check
 from services.audio_encoder import AudioEncoder
 from services.encoder_runtime import b64encode
 from services.image_encoder import ImageEncoder
@@ -66,6 +67,7 @@ def endpoint(request_model):
         @functools.wraps(fn)
         async def handler(self, **fields):
             try:
+                await encoder_check.guard(self)  # refused at start (served encoders do not match): a 503 naming both
                 if request_model is None:
                     return await fn(self)
                 # BentoML validated the fields against request_model already: no second validation
@@ -110,9 +112,12 @@ def _first_row(arr: Any, what: str) -> np.ndarray:
 
 @bentoml.service(name="Recommender", workers=CONFIG.serving.workers, traffic={"timeout": CONFIG.serving.timeout_s})
 class Recommender:
-    text_encoder = bentoml.depends(TextEncoder)
-    image_encoder = bentoml.depends(ImageEncoder)
-    audio_encoder = bentoml.depends(AudioEncoder)
+    # BentoML's own mechanism for a dependency running elsewhere: with ``serving.<slot>_encoder.url`` set
+    # (MIXREC__SERVING__TEXT_ENCODER__URL=http://...), ``bentoml serve`` starts no local copy and calls that
+    # address as JSON over HTTP; unset, the encoder runs beside the Recommender as before (README "Scale out").
+    text_encoder = bentoml.depends(TextEncoder, url=CONFIG.serving.text_encoder.url)
+    image_encoder = bentoml.depends(ImageEncoder, url=CONFIG.serving.image_encoder.url)
+    audio_encoder = bentoml.depends(AudioEncoder, url=CONFIG.serving.audio_encoder.url)
 
     def __init__(self) -> None:
         from services.engine import RecommenderEngine
@@ -120,10 +125,12 @@ class Recommender:
         self.cfg = CONFIG
         self.limits = CONFIG.limits
         self.engine = RecommenderEngine.open(CONFIG)
+        self.encoder_check = encoder_check.for_service(self)
         self.started = time.time()
 
-    def __is_ready__(self) -> bool:
-        return self.engine is not None
+    async def __is_ready__(self) -> bool:
+        # ready only once the served encoders' fingerprints match the trained artifacts' (services/encoder_check.py)
+        return self.engine is not None and await encoder_check.ready(self)
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:
@@ -293,11 +300,10 @@ class Recommender:
     @endpoint(None)
     async def info(self) -> InfoResponse:
         """Encoders in use (with trained flags), catalog and model statistics."""
-        encoders = {
-            "text": await self.text_encoder.to_async.describe(),
-            "image": await self.image_encoder.to_async.describe(),
-            "audio": await self.audio_encoder.to_async.describe(),
-        }
+        from services.encoder_client import call_encoder
+
+        encoders = {m: await call_encoder(lambda _, enc=enc: enc.to_async.describe(), None, m) for m, enc in
+                    (("text", self.text_encoder), ("image", self.image_encoder), ("audio", self.audio_encoder))}
         stats = await asyncio.to_thread(self.engine.info)
         untrained = [m for m, d in encoders.items() if not d.get("trained", True)]
         return InfoResponse(

@@ -89,12 +89,18 @@ class Replica:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.checkpoints = CheckpointDir(cfg.serving.state_dir)
+        self.model_channel = None  # hot swap across replicas (services/hot_swap.py), set by open()
+        self.model_version: str | None = None  # the published version served (None: not from the channel)
 
     # ================================================================ lifecycle
     @classmethod
     def open(cls, cfg: MixrecConfig, start_background: bool = True) -> "Replica":
+        from services.hot_swap import ModelChannel
+
         store = CatalogStore(cfg.storage.url)
-        found = CheckpointDir(cfg.serving.state_dir).load(store.database_id, store.high_water_marks())
+        channel = ModelChannel.from_config(cfg)  # start from the newest published version when there is one
+        found = ((channel.load_latest(store) if channel else None)
+                 or CheckpointDir(cfg.serving.state_dir).load(store.database_id, store.high_water_marks()))
         if found is not None:
             model, marks = found
         else:
@@ -108,6 +114,9 @@ class Replica:
         gc.collect()
         gc.freeze()
         replica = cls(cfg, model, store, media, marks)
+        if channel is not None:
+            replica.model_channel = channel
+            channel.attach(replica)
         replica.bootstrap_catalog()
         replica.sync()
         if start_background:
@@ -117,7 +126,12 @@ class Replica:
     def bootstrap_catalog(self) -> None:
         """First start on an empty database: the trained catalog becomes the stored catalog."""
         if self.store.count_items() == 0 and self.model.items:
-            self.store.add_items(self.model.items)
+            from mixrec.storage.errors import DuplicateItemsError
+
+            try:
+                self.store.add_items(self.model.items)
+            except DuplicateItemsError:  # another replica starting at the same time stored them first:
+                return  # the same items, which the next sync finds already held
             # Those adds are already in the model: start the change log after them.
             changes = self.store.catalog_changes(since_id=self.change_mark)
             if changes:
@@ -142,6 +156,8 @@ class Replica:
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.cfg.serving.sync_interval_s):
             try:
+                if self.model_channel is not None:
+                    self.model_channel.follow()  # a newer published model: swap it in (it replays the database)
                 self.sync()
             except Exception:  # keep serving; the next round retries
                 self.sync_failures += 1
@@ -263,13 +279,38 @@ class Replica:
         self.updates_done += 1
         self.last_update_seconds = round(time.perf_counter() - t0, 3)
         self.checkpoint()
+        if self.model_channel is not None:
+            self.model_channel.publish()  # the other replicas swap it in
 
-    def checkpoint(self) -> None:
-        """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py)."""
+    def checkpoint(self, into: CheckpointDir | None = None):
+        """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py) into the state
+        directory, or ``into`` another one (the shared model channel); returns the saved directory."""
         with self._sync_lock:
             marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
                      "trained_events": self.trained_mark}
-            self.checkpoints.save(self.model, marks, self.store.database_id)
+            return (into or self.checkpoints).save(self.model, marks, self.store.database_id)
+
+    def update_running(self) -> bool:
+        run = self._update
+        return run is not None and run.thread.is_alive()
+
+    def adopt(self, model: HybridModel, watermarks: dict[str, int]) -> None:
+        """Serve ``model`` (saved at ``watermarks``) from now on: the hot-swap hook (services/hot_swap.py).
+
+        The database rows after its watermarks are replayed into it beside the serving model first —
+        by a second replica over the same store that never trains — then once more under the sync lock
+        for rows committed meanwhile, and only then is it swapped in: no request sees it behind the
+        database (an erased user or a deleted item coming back), none waits for the load.
+        """
+        quiet = self.cfg.model_copy(update={"serving": self.cfg.serving.model_copy(update={"update_every": 0})})
+        fresh = type(self)(quiet, model, self.store, self.media, watermarks)
+        fresh.sync()
+        with self._sync_lock:
+            fresh.sync()
+            self.model = fresh.model
+            self.event_mark, self.change_mark = fresh.event_mark, fresh.change_mark
+            self.forget_mark, self.trained_mark = fresh.forget_mark, fresh.trained_mark
+            self.pending_events = fresh.pending_events
 
     # ================================================================ fresh feedback
     def fold_in(self, user_id: str) -> FoldIn:

@@ -15,8 +15,13 @@ from mixrec.config import load_config
 from server_harness import REPO_ROOT
 
 
-def test_public_base_without_frozen_weights_builds_with_the_committed_bentofile():
-    assert packaging.derived_bentofile("public", {}) == packaging.BENTOFILE
+def test_public_base_keeps_the_committed_bentofile_and_derives_models_from_the_config(tmp_path):
+    committed = yaml.safe_load(packaging.BENTOFILE.read_text())
+    assert "models" not in committed  # derived per build from the config, never hand-kept
+    spec = yaml.safe_load(packaging.derived_bentofile("public", {}, out_dir=tmp_path,
+                                                      model_tag="mixrec-hybrid:v1").read_text())
+    assert spec["models"] == ["mixrec-hybrid:v1"]
+    assert {k: v for k, v in spec.items() if k != "models"} == committed
 
 
 def test_local_base_installs_only_from_the_build_time_wheelhouse(tmp_path):
@@ -27,7 +32,7 @@ def test_local_base_installs_only_from_the_build_time_wheelhouse(tmp_path):
     assert (REPO_ROOT / packaging.DOCKERFILE_TEMPLATE).is_file()
     assert spec["python"]["no_index"] is True and spec["python"]["find_links"] == [packaging.WHEELHOUSE_MOUNT]
     assert spec["python"]["packages"] == committed["python"]["packages"]
-    assert spec["models"] == committed["models"] and spec["envs"] == committed["envs"]
+    assert spec["models"] == ["mixrec-hybrid:latest"] and spec["envs"] == committed["envs"]
 
 
 def test_frozen_encoder_weights_are_packaged_and_configured(tmp_path):
@@ -39,6 +44,15 @@ def test_frozen_encoder_weights_are_packaged_and_configured(tmp_path):
     assert envs["MIXREC__ENCODERS__IMAGE__WEIGHTS"] == "bentoml:mixrec-tiny-clip:abc"
     assert envs["MIXREC__ENCODERS__AUDIO__WEIGHTS"] == "bentoml:mixrec-tiny-clap:def"
     assert "docker" not in spec or "base_image" not in spec["docker"]
+
+
+def test_staged_build_context_holds_the_included_code_and_the_docker_template(tmp_path):
+    packaging.stage_sources(packaging.BENTOFILE, tmp_path / "public")
+    assert (tmp_path / "public/services/recommender.py").is_file() and (tmp_path / "public/configs/bento.yaml").is_file()
+    assert not (tmp_path / "public/tests").exists() and not (tmp_path / "public" / packaging.DOCKERFILE_TEMPLATE).exists()
+    packaging.stage_sources(packaging.BENTOFILE, tmp_path / "local", "local")
+    assert (tmp_path / "local" / packaging.DOCKERFILE_TEMPLATE).read_bytes() == \
+        (REPO_ROOT / packaging.DOCKERFILE_TEMPLATE).read_bytes()
 
 
 def test_unknown_base_is_refused(tmp_path):

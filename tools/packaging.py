@@ -1,29 +1,39 @@
-"""Ship trained artifacts as one Bento: model store, ``bentoml build``, ``bentoml serve``.
+"""Ship trained artifacts as one Bento: ``mixrec build --config FILE`` -> ``bentoml build`` -> ``bentoml serve``.
 
-The Bento runs with ``configs/bento.yaml`` (bentofile.yaml sets MIXREC_CONFIG). The
-trained model only works with the encoders it was trained with, so the build refuses
-artifacts whose encoders differ from that config's instead of shipping a Bento that
-fails at start-up.
+The Bento serves the config it is built with (``--config``, else ``$MIXREC_CONFIG``, else configs/bento.yaml,
+plus ``MIXREC__*`` overrides), never a file edited in the source tree: the build copies the code named by
+the bentofile's ``include`` into a staging directory, writes the resolved config there as
+``configs/bento.yaml`` with every encoder's weights and the hybrid model pinned to exact model-store tags
+(tools/bento_models.py), derives ``models:`` and the plugin kinds' packages from that config, and runs
+``bentoml build`` on the staging directory. Before building, the encoders that config serves are built
+and their fingerprints compared with the ones the artifacts were trained with (encoders/fingerprint.py):
+a Bento that would refuse to start is refused at build instead.
 
-``bentoml build`` and ``bentoml serve`` run as subprocesses: the service modules read
-their config at import, and the child gets exactly the environment we give it.
+``bentoml build`` and ``bentoml serve`` run as subprocesses: the service modules read their config at
+import, and the child gets exactly the environment we give it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import yaml
 
 from encoders.registry import check_config
-from mixrec.config import HYBRID_MODEL_NAME, REPO_ROOT, MixrecConfig, load_config
+from tools.bento_models import (PackagingError, exact_model_tag, pin_encoder_weights,  # noqa: F401
+                                 pinned_config, plugin_requirements, weights_env)
+from mixrec.config import ENV_CONFIG_FILE, HYBRID_MODEL_NAME, REPO_ROOT, MixrecConfig, load_config
 
 BENTOFILE = REPO_ROOT / "bentofile.yaml"
 BENTO_CONFIG = "configs/bento.yaml"  # relative to the build context / the Bento's src/
+DEFAULT_BUILD_CONFIG = REPO_ROOT / BENTO_CONFIG
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                "BENTOML_DO_NOT_TRACK": "true"}
 
@@ -43,10 +53,6 @@ WHEELHOUSE_MOUNT = "/wheelhouse"
 DOCKERFILE_TEMPLATE = "deploy/Dockerfile.j2"
 
 
-class PackagingError(RuntimeError):
-    """The Bento cannot be built or served as asked; the message says why and what to do."""
-
-
 def bentoml_executable() -> str:
     cand = Path(sys.executable).parent / "bentoml"
     return str(cand) if cand.exists() else "bentoml"
@@ -57,49 +63,13 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return {**os.environ, **OFFLINE_ENV, **(extra or {})}
 
 
-def check_bento_config(train_cfg: MixrecConfig, build_ctx: Path = REPO_ROOT) -> MixrecConfig:
-    """Load the Bento's config and check it can serve artifacts trained with ``train_cfg``."""
-    bento_cfg = check_config(load_config(build_ctx / BENTO_CONFIG, environ={}), BENTO_CONFIG)
-    for slot in ("text", "image", "audio"):
-        have = getattr(train_cfg.encoders, slot)
-        want = getattr(bento_cfg.encoders, slot)
-        if (have.kind, have.model, have.weights, have.seed, have.options) != \
-                (want.kind, want.model, want.weights, want.seed, want.options):
-            raise PackagingError(
-                f"the Bento serves with {BENTO_CONFIG}, whose {slot} encoder ({want.kind}:{want.model}, weights "
-                f"{want.weights}) differs from the one the artifacts were trained with ({have.kind}:{have.model}, "
-                f"weights {have.weights}); train with the same encoders or edit {BENTO_CONFIG}")
-    return bento_cfg
-
-
-def bento_model_tags(bento_cfg: MixrecConfig, bentofile: Path = BENTOFILE) -> list[str]:
-    """Model-store tags the Bento needs: the hybrid model plus any ``bentoml:`` encoder weights.
-
-    Encoder weights must be listed in bentofile.yaml ``models:`` to be packaged; a missing
-    entry is reported here rather than as a start-up failure of the deployed Bento.
-    """
-    listed = [m if isinstance(m, str) else m["tag"] for m in yaml.safe_load(bentofile.read_text()).get("models", [])]
-    listed_names = {t.split(":")[0] for t in listed}
-    needed = [w[len("bentoml:"):] for w in (getattr(bento_cfg.encoders, s).weights for s in ("text", "image", "audio"))
-              if w and w.startswith("bentoml:")]
-    missing = [t for t in needed if t.split(":")[0] not in listed_names]
-    if missing:
-        raise PackagingError(f"{BENTO_CONFIG} loads encoder weights {missing} from the model store, but "
-                             f"{bentofile.name} does not package them: add them under `models:`")
-    return listed
-
-
-def check_models_present(tags: list[str]) -> None:
-    import bentoml
-    from bentoml.exceptions import NotFound
-
-    for tag in tags:
-        try:
-            bentoml.models.get(tag)
-        except NotFound:
-            raise PackagingError(f"model {tag!r} is not in the BentoML model store "
-                                 f"({os.environ.get('BENTOML_HOME', '~/bentoml')}); run `mixrec demo` or "
-                                 "`mixrec models import` first") from None
+def build_config(config: str | os.PathLike | None = None,
+                 environ: Mapping[str, str] | None = None) -> tuple[MixrecConfig, Path]:
+    """The config a Bento is built from: ``config``, else $MIXREC_CONFIG, else configs/bento.yaml; plus
+    the ``MIXREC__*`` overrides of ``environ`` (default: this process's environment)."""
+    env = dict(os.environ if environ is None else environ)
+    path = Path(config or env.get(ENV_CONFIG_FILE) or DEFAULT_BUILD_CONFIG)
+    return check_config(load_config(path, environ=env), str(path)), path
 
 
 def store_model_dir(artifacts_dir: Path, labels: Mapping[str, str] | None = None) -> str:
@@ -110,77 +80,48 @@ def store_model_dir(artifacts_dir: Path, labels: Mapping[str, str] | None = None
     return model.save_to_model_store(HYBRID_MODEL_NAME, labels=dict(labels or {}))
 
 
-def freeze_random_encoders(bento_cfg: MixrecConfig) -> dict[str, str]:
-    """Put the untrained (``weights: random``) encoders' weights into the model store, once.
+def hybrid_model_tag(cfg: MixrecConfig, model_tag: str | None = None) -> str:
+    """The exact hybrid model the Bento carries: ``model_tag``, else ``serving.artifacts`` (a model-store
+    tag, resolved to its version now, or a directory, stored now)."""
+    if model_tag:
+        return exact_model_tag(model_tag)
+    ref = cfg.serving.artifacts
+    if ref.startswith("bentoml:"):
+        return exact_model_tag(ref[len("bentoml:"):])
+    if not (Path(ref) / "meta.json").is_file():
+        raise PackagingError(f"serving.artifacts {ref!r} is neither bentoml:<tag> nor a trained artifacts directory")
+    return exact_model_tag(store_model_dir(Path(ref), labels={"source": str(Path(ref).resolve())}))
 
-    The weights are made exactly as training made them (same config, same seed, this
-    machine's torch), saved in the encoder's own layout with probe vectors
-    (encoders/fingerprint.py), stored as ``<model>:<content hash>`` (an existing identical
-    version is reused) and loaded back through the model-store path, which must reproduce
-    the probe. The Bento then carries these files instead of re-initialising from the seed
-    on another machine or torch build. Returns ``{slot: model-store tag}``.
-    """
-    import hashlib
-    import shutil
-    import tempfile
 
+def check_model_serves_with(model_tag: str, cfg: MixrecConfig, config_name: str) -> None:
+    """Refuse a hybrid model trained with other encoders than the ones ``cfg`` serves (names both sides)."""
     import bentoml
-    from bentoml.exceptions import NotFound
 
-    from encoders.fingerprint import write_probe
-    from encoders.registry import build_encoder
-    from encoders.weights import read_marker
+    from encoders.errors import EncoderMismatchError
+    from encoders.fingerprint import check_same
+    from encoders.registry import configured_fingerprints
+    from fusion.artifacts import read_meta
 
-    frozen: dict[str, str] = {}
-    for slot in ("text", "image", "audio"):
-        ecfg = getattr(bento_cfg.encoders, slot)
-        if ecfg.weights != "random":
-            continue
-        # made on CPU in float32: the precision the probe is recorded in
-        cpu_cfg = ecfg.model_copy(update={"device": "cpu", "fp16": False})
-        enc = build_encoder(cpu_cfg, bento_cfg.limits)
-        with tempfile.TemporaryDirectory(prefix=f"mixrec-{slot}-weights-") as tmp:
-            d = Path(tmp) / "w"
-            enc.save(d)
-            write_probe(d, enc)
-            digest = hashlib.sha256()
-            for f in sorted(p for p in d.rglob("*") if p.is_file()):
-                digest.update(f.relative_to(d).as_posix().encode() + b"\0" + f.read_bytes())
-            tag = f"{ecfg.model}:{digest.hexdigest()[:20]}"
-            try:
-                bentoml.models.get(tag)
-            except NotFound:
-                labels = {"mixrec.kind": ecfg.kind, "mixrec.model": ecfg.model, "mixrec.trained": "false",
-                          "mixrec.frozen_from": f"random seed {ecfg.seed}"}
-                assert read_marker(d).get("trained") is False
-                with bentoml.models.create(tag, labels=labels,
-                                           metadata={"made_by": "tools.packaging.freeze_random_encoders"}) as ref:
-                    shutil.copytree(d, ref.path, dirs_exist_ok=True)
-        # loading it back through the model store re-checks the probe (encoders.registry.build_encoder)
-        build_encoder(cpu_cfg.model_copy(update={"weights": f"bentoml:{tag}"}), bento_cfg.limits)
-        frozen[slot] = tag
-    return frozen
-
-
-def weights_env(frozen: Mapping[str, str]) -> dict[str, str]:
-    """Config overrides that make the encoder services load the frozen weights."""
-    return {f"MIXREC__ENCODERS__{slot.upper()}__WEIGHTS": f"bentoml:{tag}" for slot, tag in frozen.items()}
+    trained = read_meta(bentoml.models.get(model_tag).path).get("encoders", {})
+    try:
+        check_same(trained, configured_fingerprints(cfg), have_name=f"the trained model {model_tag}",
+                   want_name=f"the encoders {config_name} serves",
+                   fix=f"build with the config the model was trained with, or re-encode and retrain with {config_name}")
+    except EncoderMismatchError as e:
+        raise PackagingError(str(e)) from None
 
 
 def derived_bentofile(base: str = "public", frozen: Mapping[str, str] | None = None,
-                      bentofile: Path = BENTOFILE, out_dir: Path | None = None) -> Path:
-    """The bentofile to build with: the committed one, plus
+                      bentofile: Path = BENTOFILE, out_dir: Path | None = None, *,
+                      model_tag: str = f"{HYBRID_MODEL_NAME}:latest", packages: list[str] = (),
+                      wheels: list[str] = ()) -> Path:
+    """The bentofile to build with: the committed one (code, packages, envs, docker options), plus
 
-    * for ``base`` other than ``public`` (see BASES): docker options naming that base image,
-      and pip installing only from the build-time wheelhouse;
-    * for ``frozen`` encoder weights: those model-store tags under ``models:`` and env
-      overrides pointing the encoders at them.
-
-    Packages, include/exclude and the other envs are the committed file's."""
-    if base == "public" and not frozen:
-        return bentofile
-    import tempfile
-
+    * ``models:`` derived: the hybrid model ``model_tag`` first, then the pinned encoder weights
+      ``frozen`` (``{slot: tag}``), with env overrides pointing the encoders at them;
+    * ``packages`` / ``wheels`` (paths relative to the build context): the plugin kinds' distributions;
+    * for ``base`` other than ``public`` (see BASES): docker options naming that base image, and pip
+      installing only from the build-time wheelhouse."""
     spec = yaml.safe_load(bentofile.read_text())
     if base != "public":
         image = LOCAL_BASE_IMAGE if base == "local" else base
@@ -193,33 +134,90 @@ def derived_bentofile(base: str = "public", frozen: Mapping[str, str] | None = N
         # uv installs only from the build-time wheelhouse, and keeps no cache in the image
         spec["python"] = {**spec["python"], "no_index": True, "find_links": [WHEELHOUSE_MOUNT],
                           "pip_args": "--no-cache"}
-    if frozen:
-        spec["models"] = list(spec.get("models", [])) + sorted(frozen.values())
-        spec["envs"] = list(spec.get("envs", [])) + [{"name": k, "value": v} for k, v in weights_env(frozen).items()]
+    frozen = dict(frozen or {})
+    spec["models"] = [model_tag] + sorted(frozen.values())
+    spec["envs"] = list(spec.get("envs", [])) + [{"name": k, "value": v} for k, v in weights_env(frozen).items()]
+    if packages or wheels:
+        spec["python"] = {**spec["python"], "packages": list(spec["python"].get("packages", [])) + list(packages)}
+        if wheels:
+            spec["python"]["wheels"] = list(spec["python"].get("wheels", [])) + list(wheels)
     out_dir = Path(out_dir or tempfile.mkdtemp(prefix="mixrec-bentofile-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / "bentofile.yaml"
-    out.write_text(f"# Generated by mixrec (packaging.derived_bentofile) from {bentofile.name}: base {base}, "
-                   f"frozen encoder weights {dict(frozen or {})}\n" + yaml.safe_dump(spec, sort_keys=False))
+    out.write_text(f"# Generated by mixrec (packaging.derived_bentofile) from {bentofile}: base {base}, "
+                   f"model {model_tag}, pinned encoder weights {frozen}\n" + yaml.safe_dump(spec, sort_keys=False))
     return out
 
 
-def build_bento(build_ctx: Path = REPO_ROOT, bentofile: Path = BENTOFILE, version: str | None = None,
-                env: Mapping[str, str] | None = None, timeout_s: float = 600, base: str = "public") -> str:
-    """Run ``bentoml build`` offline; returns the new Bento's tag (``mixrec:<version>``).
+def stage_sources(bentofile: Path, ctx: Path, base: str = "public") -> None:
+    """Copy the files the bentofile's ``include`` names (from the installed mixrec tree) into ``ctx``, and for a
+    ``base`` other than public the docker template the derived bentofile names (relative to ``ctx``)."""
+    spec = yaml.safe_load(bentofile.read_text())
+    for pattern in spec.get("include", []):
+        for f in REPO_ROOT.glob(pattern):
+            if f.is_file() and "__pycache__" not in f.parts:
+                dest = ctx / f.relative_to(REPO_ROOT)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(f, dest)
+    if base != "public":
+        (ctx / DOCKERFILE_TEMPLATE).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / DOCKERFILE_TEMPLATE, ctx / DOCKERFILE_TEMPLATE)
 
-    ``base`` picks the container base image the Bento is built for (see BASES). Untrained
-    encoders travel as frozen weights (``freeze_random_encoders``)."""
-    bento_cfg = load_config(build_ctx / BENTO_CONFIG, environ={})
-    bentofile = derived_bentofile(base, freeze_random_encoders(bento_cfg), bentofile)
-    cmd = [bentoml_executable(), "build", "-f", str(bentofile), "--output", "tag", str(build_ctx)]
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What ``bentoml build`` gets: a staged context with its bentofile, and what the Bento will carry."""
+
+    ctx: Path
+    bentofile: Path
+    model_tag: str
+    pinned: dict[str, str]
+    config: MixrecConfig  # the served config, as written to <ctx>/configs/bento.yaml
+
+
+def plan_build(cfg: MixrecConfig, config_name: str, *, model_tag: str | None = None, base: str = "public",
+               bentofile: Path = BENTOFILE, build_dir: Path | None = None) -> BuildPlan:
+    """Pin everything the config names, check the model serves with its encoders, stage the context."""
+    model_tag = hybrid_model_tag(cfg, model_tag)
+    pinned = pin_encoder_weights(cfg)
+    served = pinned_config(cfg, pinned, model_tag)
+    check_model_serves_with(model_tag, served, config_name)
+    ctx = Path(build_dir) if build_dir else Path(tempfile.mkdtemp(prefix="mixrec-build-"))
+    if ctx.exists() and any(ctx.iterdir()):
+        raise PackagingError(f"--build-dir {ctx} is not empty; give a new or empty directory")
+    ctx.mkdir(parents=True, exist_ok=True)
+    stage_sources(bentofile, ctx, base)
+    (ctx / BENTO_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    (ctx / BENTO_CONFIG).write_text(
+        f"# The config this Bento serves: {config_name} with MIXREC__* overrides applied at build, encoder weights\n"
+        "# and the trained model pinned to exact model-store tags (written by `mixrec build`; do not edit).\n"
+        + yaml.safe_dump(served.model_dump(mode="json"), sort_keys=False))
+    packages, wheels = plugin_requirements(cfg, ctx / "wheels")
+    out = derived_bentofile(base, pinned, bentofile, ctx, model_tag=model_tag, packages=packages,
+                            wheels=[w.relative_to(ctx).as_posix() for w in wheels])
+    return BuildPlan(ctx, out, model_tag, pinned, served)
+
+
+def build_bento(config: str | os.PathLike | None = None, *, environ: Mapping[str, str] | None = None,
+                model_tag: str | None = None, version: str | None = None, base: str = "public",
+                bentofile: Path = BENTOFILE, build_dir: Path | None = None, timeout_s: float = 600) -> str:
+    """Build a Bento serving ``config`` (see ``build_config``) offline; returns its tag (``mixrec:<version>``).
+
+    ``model_tag`` names the hybrid model (default: the config's ``serving.artifacts``); ``base`` the
+    container base (see BASES); ``build_dir`` keeps the staged build context there (default: a temp dir)."""
+    cfg, path = build_config(config, environ)
+    plan = plan_build(cfg, str(path), model_tag=model_tag, base=base, bentofile=bentofile, build_dir=build_dir)
+    cmd = [bentoml_executable(), "build", "-f", str(plan.bentofile), "--output", "tag", str(plan.ctx)]
     if version:
         cmd += ["--version", version]
-    proc = subprocess.run(cmd, cwd=str(build_ctx), env=child_env({"MIXREC_CONFIG": BENTO_CONFIG, **(env or {})}),
+    proc = subprocess.run(cmd, cwd=str(plan.ctx), env=child_env({ENV_CONFIG_FILE: BENTO_CONFIG}),
                           capture_output=True, text=True, timeout=timeout_s)
     tags = [line.split("__tag__:", 1)[1].strip() for line in proc.stdout.splitlines() if "__tag__:" in line]
     if proc.returncode != 0 or not tags:
         raise PackagingError(f"bentoml build failed (exit {proc.returncode}):\n{proc.stdout[-3000:]}"
                              f"\n{proc.stderr[-3000:]}")
+    if build_dir is None:
+        shutil.rmtree(plan.ctx, ignore_errors=True)
     return tags[-1]
 
 
@@ -264,21 +262,3 @@ def bento_encoder_envs(tag: str) -> dict[str, str]:
 
 def serve_command(tag: str, port: int, host: str = "127.0.0.1") -> list[str]:
     return [bentoml_executable(), "serve", tag, "--host", host, "--port", str(port)]
-
-
-def check_artifacts_match(artifacts_dir: Path, bento_cfg: MixrecConfig) -> None:
-    """Refuse a saved model whose encoders are not the ones the Bento will run."""
-    from fusion.artifacts import read_meta
-
-    saved = read_meta(artifacts_dir).get("encoders", {})
-    for slot in ("text", "image", "audio"):
-        want = getattr(bento_cfg.encoders, slot)
-        have = saved.get(slot)
-        if have is None:
-            continue
-        if (str(have.get("kind")), str(have.get("model")), str(have.get("weights"))) != \
-                (want.kind, want.model, str(want.weights)):
-            raise PackagingError(
-                f"{artifacts_dir} was trained with {slot} encoder {have.get('kind')}:{have.get('model')} "
-                f"(weights {have.get('weights')}), but {BENTO_CONFIG} runs {want.kind}:{want.model} "
-                f"(weights {want.weights}); retrain or edit {BENTO_CONFIG}")

@@ -7,6 +7,7 @@ built Bento on localhost until Ctrl-C, printing curl and Python examples with re
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import time
@@ -94,7 +95,7 @@ def examples_text(base_url: str, ex) -> str:
 
 
 def demo_command(
-    config: Path = typer.Option(None, "--config", "-c", help="Training config (default: $MIXREC_CONFIG or configs/offline.yaml); its encoders must match configs/bento.yaml"),
+    config: Path = typer.Option(None, "--config", "-c", help="Config to train, build and serve with (default: $MIXREC_CONFIG or configs/offline.yaml); the Bento serves exactly it"),
     data_dir: Path = typer.Option(Path("data/demo"), "--data-dir", help="Where the catalog, embeddings, artifacts and served state live"),
     port: int = typer.Option(3000, "--port", min=1, max=65535, help="Port of the served Bento on 127.0.0.1"),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="--no-serve: build everything, print the examples, exit"),
@@ -107,7 +108,7 @@ def demo_command(
     from encoders.errors import EncoderError
     from tools import packaging
     from tools.demo import job as demo_job
-    from mixrec.config import ConfigError, load_config
+    from mixrec.config import DEFAULT_CONFIG, ENV_CONFIG_FILE, ConfigError, load_config
 
     started = time.perf_counter()
     steps = _Steps(total=6 if serve else 5)
@@ -117,7 +118,6 @@ def demo_command(
         _fail(f"port {port} on 127.0.0.1 is already in use; pick another with --port")
     try:
         cfg = load_config(config)
-        packaging.bento_model_tags(packaging.check_bento_config(cfg))
         with steps.step("demo catalog") as note:
             generated, info = demo_job.ensure_catalog(data_dir, sizes, progress)
             note["result"] = (f"{'generated' if generated else 'already there, skipped'}: {info['n_items']} items, "
@@ -133,7 +133,8 @@ def demo_command(
             model_tag = demo_job.store_model(model, sizes)
             note["result"] = model_tag
         with steps.step("bentoml build") as note:
-            bento_tag = packaging.build_bento()
+            bento_tag = packaging.build_bento(config or os.environ.get(ENV_CONFIG_FILE) or DEFAULT_CONFIG,
+                                              model_tag=model_tag)
             note["result"] = bento_tag
     except (ConfigError, EncoderError, demo_job.DemoDataError, packaging.PackagingError) as e:
         _fail(str(e))
@@ -200,25 +201,27 @@ def _serve_foreground(bento_tag: str, port: int, env: dict[str, str], base_url: 
 
 
 def build_command(
-    artifacts: Path = typer.Option(None, "--artifacts", help="A trained artifacts directory to put into the model store first (default: use the latest mixrec-hybrid already in the store)"),
+    config: Path = typer.Option(None, "--config", "-c", help="Config the Bento serves: encoders, fusion, model, serving (default: $MIXREC_CONFIG or configs/bento.yaml; MIXREC__* overrides apply)"),
+    artifacts: Path = typer.Option(None, "--artifacts", help="A trained artifacts directory to put into the model store and package (default: the config's serving.artifacts)"),
     version: str = typer.Option(None, "--version", help="Bento version (default: generated)"),
     base: str = typer.Option("public", "--base", help="Container base the Bento is built for: public (python:3.11-slim, packages from PyPI), local (deploy/base-image.sh, packages from a build-time wheelhouse; no network), or an image reference"),
+    build_dir: Path = typer.Option(None, "--build-dir", help="Stage the build context here and keep it (default: a temporary directory); nothing in the installed mixrec tree is written"),
+    bentofile: Path = typer.Option(None, "--bentofile", help="Base bentofile (code, packages, envs, docker options; default: mixrec's own); models and plugin packages are derived from the config"),
 ) -> None:
-    """Build the Bento (bentoml build, offline) from the trained model in the BentoML model store."""
+    """Build the Bento (bentoml build, offline) serving CONFIG with its trained model; refused when the model
+    was trained with other encoders than CONFIG serves."""
     from tools import packaging
-    from mixrec.config import ConfigError, load_config
+    from mixrec.config import ConfigError
 
     t0 = time.perf_counter()
     try:
-        bento_cfg = load_config(packaging.REPO_ROOT / packaging.BENTO_CONFIG, environ={})
-        tags = packaging.bento_model_tags(bento_cfg)
+        model_tag = None
         if artifacts is not None:
-            packaging.check_artifacts_match(artifacts, bento_cfg)
-            stored = packaging.store_model_dir(artifacts, labels={"source": str(artifacts.resolve())})
-            console.print(f"stored {artifacts} as [bold]{stored}[/bold]")
-        packaging.check_models_present(tags)
+            model_tag = packaging.store_model_dir(artifacts, labels={"source": str(artifacts.resolve())})
+            console.print(f"stored {artifacts} as [bold]{model_tag}[/bold]")
         with console.status("bentoml build ..."):
-            tag = packaging.build_bento(version=version, base=base)
+            tag = packaging.build_bento(config, model_tag=model_tag, version=version, base=base,
+                                        bentofile=bentofile or packaging.BENTOFILE, build_dir=build_dir)
     except (ConfigError, packaging.PackagingError, FileNotFoundError, ValueError) as e:
         _fail(str(e))
     model_tag = packaging.bento_models(tag)[0]

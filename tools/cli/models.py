@@ -17,23 +17,29 @@ models_app = typer.Typer(help="Encoder weights in the BentoML model store", no_a
 KIND_LABEL = "mixrec.kind"
 
 
-def import_model(src: Path, name: str, kind: str, model: str | None = None) -> str:
-    """Copy a weights directory into the model store; returns the new tag."""
+def import_model(src: Path, name: str, kind: str, model: str | None = None, trained: bool | None = None) -> str:
+    """Copy a weights directory into the model store; returns the new tag.
+
+    ``trained`` marks the weights as a trained model (True) or not (False); None keeps what the directory's
+    mixrec marker says, and weights without one are reported as untrained (not known to be trained)."""
     import bentoml
 
     from encoders.errors import EncoderConfigError
     from encoders.registry import available_kinds
-    from encoders.weights import read_marker
+    from encoders.weights import read_marker, write_marker
 
     if not src.is_dir():
         raise EncoderConfigError(f"SRC must be a directory of weights, got {src}")
     if kind not in available_kinds():
         raise EncoderConfigError(f"unknown encoder kind {kind!r}; known kinds: {sorted(available_kinds())}")
     marker = read_marker(src)
+    known = marker.get("trained") if trained is None else trained
     labels = {KIND_LABEL: kind, "mixrec.model": model or marker.get("model", name),
-              "mixrec.trained": str(marker.get("trained", True)).lower()}
+              "mixrec.trained": "unknown" if known is None else str(bool(known)).lower()}
     with bentoml.models.create(name, labels=labels, metadata={"source": str(src.resolve())}) as ref:
         shutil.copytree(src, ref.path, dirs_exist_ok=True)
+        if known is not None:
+            write_marker(Path(ref.path), kind=kind, model=labels["mixrec.model"], trained=bool(known))
     return str(ref.tag)
 
 
@@ -43,12 +49,14 @@ def import_command(
     name: str = typer.Option(..., "--name", help="Model-store name"),
     kind: str = typer.Option(..., "--kind", help="Encoder kind the weights are for, e.g. hf-text"),
     model: str = typer.Option(None, "--model", help="Architecture / model name recorded as a label"),
+    trained: bool = typer.Option(None, "--trained/--untrained", help="Mark the weights as a trained model or not "
+                                 "(default: what a mixrec-saved directory says; unmarked weights report trained: false)"),
 ) -> None:
     """Import SRC into the BentoML model store."""
     from encoders.errors import EncoderConfigError
 
     try:
-        tag = import_model(src, name, kind, model)
+        tag = import_model(src, name, kind, model, trained)
     except EncoderConfigError as e:
         Console().print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

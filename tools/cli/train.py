@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -18,20 +19,29 @@ def train_command(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Fit the shared space, the interest codebook and the LightFM hybrid; save the artifacts."""
+    from encoders.errors import EncoderError
+    from encoders.fingerprint import check_same
+    from encoders.registry import configured_fingerprints
     from fusion.hybrid import HybridModel
     from fusion.shared_space import IncompatibleEmbeddingsError
     from mixrec.catalog import read_interactions, read_items
-    from mixrec.config import ConfigError, load_config
+    from mixrec.config import DEFAULT_CONFIG, ENV_CONFIG_FILE, ConfigError, load_config
     from mixrec.embeddings import ItemEmbeddings
 
     console = Console()
+    cfg_name = str(config or os.environ.get(ENV_CONFIG_FILE) or DEFAULT_CONFIG)
     try:
         cfg = load_config(config)
         items = read_items(catalog_dir)
         interactions = read_interactions(catalog_dir)
         emb = ItemEmbeddings.load(embeddings)
+        # the model records the embeddings' encoders: they must be the ones this config serves
+        check_same(emb.encoders, configured_fingerprints(cfg, [m for m in emb.vectors]),
+                   have_name=f"the embeddings {embeddings}", want_name=f"the config {cfg_name}",
+                   fix=f"re-encode with `mixrec encode --config {cfg_name}`, or train with the config the "
+                       "embeddings were made with")
         model = HybridModel.train(items, emb, interactions, cfg, progress=progress)
-    except (ConfigError, FileNotFoundError, IncompatibleEmbeddingsError, ValueError, KeyError) as e:
+    except (ConfigError, EncoderError, FileNotFoundError, IncompatibleEmbeddingsError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     model.save(out)
@@ -41,6 +51,8 @@ def train_command(
     snap = model.snapshot
     table.add_row("items / users / interactions", f"{len(snap.item_ids)} / {len(snap.user_ids)} / {snap.seen.nnz}")
     table.add_row("shared space", f"{model.space.dim}-d, anchored on {model.space.anchor}")
+    for adj in model.space.adjustments():
+        table.add_row(f"  adjusted {adj['field']}", f"{adj['configured']} -> {adj['used']} ({adj['why']})")
     for m in model.space.modalities:
         table.add_row(f"  {m} weight (alignment R^2)", f"{model.space.weight(m):.3f}")
     table.add_row("interest clusters", str(model.codebook.size))
