@@ -311,11 +311,12 @@ row, {c.get('requests', '')} requests per row, fresh events stored in SQLite and
     return "\n".join(parts)
 
 
-def write_section(path: Path, body: str) -> None:
+def write_section(path: Path, body: str, first: str = SECTION_START, last: str = SECTION_END) -> None:
+    """Replace the text between the markers ``first`` and ``last`` (appended when absent), atomically."""
     current = path.read_text() if path.exists() else ""
-    block = f"{SECTION_START}\n{body.rstrip()}\n{SECTION_END}"
-    start, end = current.find(SECTION_START), current.find(SECTION_END)
-    text = (current[:start] + block + current[end + len(SECTION_END):] if start != -1 and end > start
+    block = f"{first}\n{body.rstrip()}\n{last}"
+    start, end = current.find(first), current.find(last)
+    text = (current[:start] + block + current[end + len(last):] if start != -1 and end > start
             else current.rstrip() + "\n\n" + block + "\n")
     with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, prefix=".benchmarks-", suffix=".md") as f:
         f.write(text)

@@ -1,8 +1,9 @@
 """Encode a catalog directory into ``ItemEmbeddings`` (native spaces, with masks).
 
+The recipe is encoders/item_recipe.py's (the service's too):
 text  <- every item's ``Item.text()``
-image <- items with ``image``; video items put their keyframe vector here
-audio <- items with ``audio``; video items put their audio-track vector here
+image <- items with ``image``; else a video's keyframe vector
+audio <- items with ``audio``; else a video's audio-track vector
 Media that fails to decode is skipped (masked) and listed in ``stats["skipped"]``
 rather than aborting a whole catalog run.
 """
@@ -21,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from encoders.base import Encoder
 from encoders.errors import InvalidMediaError
 from encoders.fingerprint import describe_with_fingerprint
+from encoders.item_recipe import video_fills
 from encoders.registry import build_encoder, check_config
 from encoders.video import VideoEncoder
 from mixrec.catalog import Item, media_path, read_items
@@ -77,11 +79,12 @@ def encode_catalog(cfg: MixrecConfig, catalog_dir: str | Path, items: Sequence[I
     skipped: list[dict[str, str]] = []
     stats: dict[str, Any] = {}
 
+    fills = [video_fills(bool(it.image), bool(it.audio), bool(it.video)) for it in items]
     jobs = {
         "text": [(i, it.text()) for i, it in enumerate(items)],
         "image": [(i, media_path(catalog_dir, it.image)) for i, it in enumerate(items) if it.image],
         "audio": [(i, media_path(catalog_dir, it.audio)) for i, it in enumerate(items) if it.audio],
-        "video": [(i, media_path(catalog_dir, it.video)) for i, it in enumerate(items) if it.video],
+        "video": [(i, media_path(catalog_dir, it.video)) for i, it in enumerate(items) if fills[i] is not None],
     }
     batch_sizes = {"text": cfg.encoders.text.batch_size, "image": cfg.encoders.image.batch_size,
                    "audio": cfg.encoders.audio.batch_size, "video": max(1, cfg.encoders.image.batch_size // 4)}
@@ -110,11 +113,12 @@ def encode_catalog(cfg: MixrecConfig, catalog_dir: str | Path, items: Sequence[I
             for idx, out in results:
                 target = [rows[j] for j in idx]
                 done += len(target)
-                if modality == "video":
-                    vectors["image"][target], masks["image"][target] = out.image, True
-                    with_audio = [t for t, has in zip(target, out.audio_mask) if has]
-                    vectors["audio"][with_audio] = out.audio[out.audio_mask]
-                    masks["audio"][with_audio] = True
+                if modality == "video":  # only what the item's own media leave missing
+                    for j, t in enumerate(target):
+                        if fills[t].image:
+                            vectors["image"][t], masks["image"][t] = out.image[j], True
+                        if fills[t].audio and out.audio_mask[j]:
+                            vectors["audio"][t], masks["audio"][t] = out.audio[j], True
                 else:
                     vectors[modality][target], masks[modality][target] = out, True
             dim = {"video": enc.image.dim}.get(modality) or getattr(enc, modality).dim

@@ -1,7 +1,8 @@
 """Video = keyframes through the image encoder + the audio track through the audio encoder.
 
 Not a registry kind: a video's vectors live in the image and audio spaces, so
-it is built from the configured image and audio encoders plus ``cfg.video``.
+it is built from the configured image and audio encoders plus ``cfg.video``. Which of
+an item's vectors its video provides is encoders/item_recipe.py's rule.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from encoders.base import Encoder, l2_normalise
+from encoders.base import Encoder
 from encoders.errors import InvalidMediaError
+from encoders.item_recipe import keyframes_vector
 from encoders.media import decode_batch, read_keyframes, read_video_audio
 from mixrec.config import LimitsConfig, MixrecConfig
 
@@ -22,6 +24,16 @@ class VideoEmbeddings:
     image: np.ndarray  # (n, image dim): mean of keyframe vectors, renormalised
     audio: np.ndarray  # (n, audio dim): zeros where audio_mask is False
     audio_mask: np.ndarray  # (n,) bool: the video has an audio track
+
+
+def decode_video(item: Any, keyframes: int, limits: LimitsConfig, max_seconds: float) -> tuple[list, Any]:
+    """(keyframes as images, soundtrack Waveform or None): what a video gives, offline and online alike."""
+    frames = read_keyframes(item, keyframes, limits, max_seconds)
+    try:
+        audio = read_video_audio(item, limits, max_seconds)
+    except InvalidMediaError as e:
+        raise type(e)(f"audio track: {e.reason}", modality="video") from None  # keeps its 400/413/415
+    return frames, audio
 
 
 class VideoEncoder:
@@ -43,12 +55,7 @@ class VideoEncoder:
                    max_seconds=cfg.video.max_seconds)
 
     def _decode(self, item: Any) -> tuple[list, Any]:
-        frames = read_keyframes(item, self.keyframes, self.limits, self.max_seconds)
-        try:
-            audio = read_video_audio(item, self.limits, self.max_seconds)
-        except InvalidMediaError as e:
-            raise type(e)(f"audio track: {e.reason}", modality="video") from None  # keeps its 400/413/415
-        return frames, audio
+        return decode_video(item, self.keyframes, self.limits, self.max_seconds)
 
     def encode(self, batch: Sequence[Any]) -> VideoEmbeddings:
         """Videos as bytes or paths. Every video is decoded before any model runs."""
@@ -62,9 +69,8 @@ class VideoEncoder:
             vectors = self.image_encoder.encode(frames)
             start = 0
             for i, (fs, _) in enumerate(decoded):
-                image[i] = vectors[start:start + len(fs)].mean(axis=0)
+                image[i] = keyframes_vector(vectors[start:start + len(fs)])
                 start += len(fs)
-            image = l2_normalise(image)
         if mask.any():
             audio[mask] = self._encode_audio([a for _, a in decoded if a is not None])
         return VideoEmbeddings(image, audio, mask)

@@ -13,11 +13,13 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Iterable, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# The one definition of item types (config, API schemas, ranking and demo data read it from here).
 ItemType = Literal["product", "video", "audio"]
+ITEM_TYPES: tuple[str, ...] = get_args(ItemType)
 
 
 class Item(BaseModel):

@@ -18,6 +18,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from mixrec.catalog import ITEM_TYPES  # noqa: F401 - the one definition (catalog.ItemType), re-exported
+
 ENV_PREFIX = "MIXREC__"
 ENV_CONFIG_FILE = "MIXREC_CONFIG"
 EXTENDS_KEY = "extends"  # a config file's base file, relative to it
@@ -26,7 +28,6 @@ DEFAULT_CONFIG = REPO_ROOT / "configs" / "offline.yaml"
 
 Modality = Literal["text", "image", "audio"]
 MODALITIES: tuple[str, ...] = ("text", "image", "audio")
-ITEM_TYPES: tuple[str, ...] = ("product", "video", "audio")
 # The trained hybrid's artifact kind and BentoML model store name (bentofile.yaml `models:`).
 HYBRID_MODEL_NAME = "mixrec-hybrid"
 

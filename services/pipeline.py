@@ -13,8 +13,7 @@ database says to exclude; ``mixrec recommend`` passes nothing (or its own), and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
@@ -24,6 +23,7 @@ from mixrec.config import ITEM_TYPES
 from mixrec.errors import InputError, shown
 from mixrec.ranking import ItemTable, parse_mix, rank
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates
+from services.schemas import RankingOptions
 
 if TYPE_CHECKING:
     from fusion.hybrid import HybridModel
@@ -31,15 +31,8 @@ if TYPE_CHECKING:
 POOL_FACTOR = 5  # mixrec.ranking.rank's default pool_factor: MMR looks at k * 5 (at least 50) per type
 
 
-@dataclass
-class Options:
-    k: int = 10
-    types: list[str] | None = None
-    tags: list[str] | None = None
-    mix: Any = None
-    exclude_item_ids: Sequence[str] = ()
-    diversity: float = 0.0
-    explain: bool = True
+# The ranking options are the API's (services/schemas.py): one definition for HTTP, engine and CLI.
+Options = RankingOptions
 
 
 class RankingPipeline:

@@ -105,6 +105,35 @@ async def _reject(send, status: int, message: str, close: bool = False) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _merge_repeated_parts(request, cls) -> None:
+    """A list field sent as repeated parts (``-F tags=a -F tags=b``, OpenAPI's default array encoding in
+    multipart, as generated clients send it) becomes one JSON array: BentoML's serde reads the first part only."""
+    import json
+
+    from starlette.datastructures import FormData
+
+    form = await request.form()
+    merged, changed = [], False
+    for key in dict.fromkeys(form.keys()):
+        values = form.getlist(key)
+        if key not in cls.multipart_fields and len(values) > 1 and all(isinstance(v, str) for v in values):
+            merged.append((key, json.dumps([_json_or_text(v) for v in values])))
+            changed = True
+        else:
+            merged += [(key, v) for v in values]
+    if changed:
+        request._form = FormData(merged)  # starlette's cached form: what the serde's request.form() returns
+
+
+def _json_or_text(value: str):
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
 def harden_multipart_serde() -> None:
     """BentoML's multipart serde: malformed bodies become 400s, file fields accept uploaded files only."""
     from bentoml.exceptions import BadInput
@@ -127,6 +156,7 @@ def harden_multipart_serde() -> None:
 
     async def parse_request_4xx(self, request, cls):
         try:
+            await _merge_repeated_parts(request, cls)
             return await parse_request(self, request, cls)
         except HTTPException as e:
             if e.status_code >= 500:

@@ -263,3 +263,74 @@ def test_fresh_likes_count_at_once_and_unknown_users_are_404_or_cold(client, dem
     assert r.status_code == 404 and "recommend_by_query" in r.json()["error"]["message"]
     r = client.post("/recommend", json={"user_id": "never-seen-e2e", "k": 3, "cold": True})
     assert r.status_code == 200 and r.json()["cold"] is True and len(r.json()["items"]) == 3
+
+
+def test_docs_json_is_valid_openapi_and_a_generated_client_round_trips(server, demo, tmp_path, monkeypatch):
+    """/docs.json validates (openapi-spec-validator) and openapi-python-client's typed client talks to the demo."""
+    import importlib
+    import shutil
+    import subprocess
+    import sys
+
+    validator = pytest.importorskip("openapi_spec_validator", reason="openapi-spec-validator (dev extra) absent")
+    generator = shutil.which("openapi-python-client", path=str(Path(sys.executable).parent))
+    if generator is None:
+        pytest.skip("openapi-python-client (dev extra) is not installed beside this Python")
+    spec = httpx.get(f"{server.url}/docs.json", timeout=60).json()
+    validator.validate(spec)
+    files = [s for s in _schemas(spec) if s.get("type") == "file"]
+    assert not files, files  # OpenAPI has no file type: string/binary
+    for path, ops in spec["paths"].items():
+        if path.lstrip("/") in API_NAMES:
+            schema = ops["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+            model = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+            assert model.get("properties") and model.get("required"), (path, model)  # typed, not a bare object
+
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "gen.yaml").write_text("post_hooks: []\n")
+    out = subprocess.run([generator, "generate", "--path", "spec.json", "--meta", "none", "--config", "gen.yaml"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    monkeypatch.syspath_prepend(str(tmp_path))
+    gen = importlib.import_module("recommender_client")
+    api = importlib.import_module("recommender_client.api.service_ap_is")
+    models = importlib.import_module("recommender_client.models")
+    call = {name: importlib.import_module(f"{api.__name__}.recommender_{name}") for name in API_NAMES}
+
+    with gen.Client(base_url=server.url, timeout=httpx.Timeout(120)) as c:
+        recs = call["recommend"].sync(client=c, body=models.RecommendRequest(user_id=demo["user"], k=3))
+        assert isinstance(recs, models.RecommendResponse), recs
+        assert len(recs.items) == 3 and recs.user_id == demo["user"] and recs.cold is False
+        first = recs.items[0]
+        assert isinstance(first, models.RecommendedItem) and isinstance(first.score, float)
+
+        images = [base64.b64encode(_png((60 * i, 90, 30))).decode() for i in range(2)]
+        by_query = call["recommend_by_query"].sync(client=c, body=models.QueryRequest(
+            text=demo["items"][0].title, image_b64=images, k=2))
+        assert isinstance(by_query, models.QueryResponse), by_query
+        assert len(by_query.items) == 2 and by_query.query.images == 2 and by_query.query.text is True
+
+        fb = call["feedback"].sync(client=c, body=models.FeedbackRequest(events=[
+            models.EventIn(user_id="generated-client-user", item_id=first.item_id, event="like")]))
+        assert isinstance(fb, models.FeedbackResponse) and fb.accepted == 1 and len(fb.event_ids) == 1
+
+        info = call["info"].sync(client=c)
+        assert isinstance(info, models.InfoResponse) and info.catalog["items"] > 0 and info.worker_pid > 0
+
+        missing = call["recommend"].sync(client=c, body=models.RecommendRequest(user_id="nobody-ever-seen", k=3))
+        assert isinstance(missing, models.ErrorResponse) and missing.error.status == 404
+        assert missing.error.code == "not_found"
+
+
+API_NAMES = ("recommend", "recommend_by_query", "similar_items", "user_interests", "add_items", "add_item",
+             "delete_items", "feedback", "update_model", "forget_user", "info")
+
+
+def _schemas(node):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _schemas(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _schemas(v)

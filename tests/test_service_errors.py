@@ -1,6 +1,6 @@
 """How the Recommender turns failures into answers: typed errors keep their status, anything else is a 500.
 
-Unit tests of ``services.recommender``'s error mapping and encoder calls (no server): a stray
+Unit tests of ``services.recommender``'s error mapping and ``services.encoder_client``'s calls (no server): a stray
 ``ValueError`` was a 400 and an encoder read timeout a 500 before.
 """
 
@@ -51,7 +51,14 @@ def test_client_errors_are_logged_at_info_without_traceback(recommender, caplog)
     assert record.levelno == logging.INFO and record.exc_info is None
 
 
-def test_an_encoder_read_timeout_is_a_503_at_once(recommender):
+@pytest.fixture(scope="module")
+def encoder_client():
+    import services.encoder_client as client
+
+    return client
+
+
+def test_an_encoder_read_timeout_is_a_503_at_once(encoder_client):
     calls = []
 
     async def slow(payload):
@@ -59,12 +66,12 @@ def test_an_encoder_read_timeout_is_a_503_at_once(recommender):
         raise httpx.ReadTimeout("timed out")
 
     with pytest.raises(UnavailableError, match="did not answer in time") as err:
-        asyncio.run(recommender._call_encoder(slow, ["x"], "text"))
+        asyncio.run(encoder_client.call_encoder(slow, ["x"], "text"))
     assert err.value.status == 503 and len(calls) == 1  # not retried: the encoder is busy with it
 
 
-def test_a_refused_connection_is_retried_then_a_503(recommender, monkeypatch):
-    monkeypatch.setattr(recommender, "ENCODER_RETRY_DELAYS_S", (0.0, 0.0))
+def test_a_refused_connection_is_retried_then_a_503(encoder_client, monkeypatch):
+    monkeypatch.setattr(encoder_client, "ENCODER_RETRY_DELAYS_S", (0.0, 0.0))
     calls = []
 
     async def down(payload):
@@ -72,7 +79,7 @@ def test_a_refused_connection_is_retried_then_a_503(recommender, monkeypatch):
         raise httpx.ConnectError("connection refused")
 
     with pytest.raises(UnavailableError, match="text encoder is unavailable"):
-        asyncio.run(recommender._call_encoder(down, ["x"], "text"))
+        asyncio.run(encoder_client.call_encoder(down, ["x"], "text"))
     assert len(calls) == 3
 
 

@@ -64,9 +64,9 @@ def recommend_command(
     if (user is None) == (query is None and liked is None):
         console.print("[red]error:[/red] give either --user, or --query and/or --liked")
         raise typer.Exit(2)
-    opts = Options(k=k, types=_ids(types) or None, tags=_ids(tags) or None, mix=_mix(mix),
-                   exclude_item_ids=tuple(_ids(exclude)), diversity=diversity)
-    try:
+    try:  # Options validates (item types, diversity range): a bad value is an error line, not a traceback
+        opts = Options(k=k, types=_ids(types) or None, tags=_ids(tags) or None, mix=_mix(mix),
+                       exclude_item_ids=tuple(_ids(exclude)), diversity=diversity)
         cfg = load_config(config)
         out, model = _run(cfg, artifacts, user, query, tuple(_ids(liked)), opts)
     except (ArtifactError, IncompatibleEmbeddingsError, NotFoundError, InputError, ValueError,
