@@ -140,4 +140,4 @@ def tiny_model_dirs(tmp_path_factory) -> dict[str, Path]:
 
 # ---------------------------------------------------------------- end-to-end (session-scoped)
 
-from conftest_e2e import tiny_bento_server, tiny_demo  # noqa: E402,F401  (one built tiny Bento per session)
+from conftest_e2e import client, tiny_bento_server, tiny_demo  # noqa: E402,F401  (one built tiny Bento per session; client on a module's server)

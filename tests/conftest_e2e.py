@@ -79,3 +79,13 @@ def tiny_bento_server(tiny_demo: TinyDemo, tmp_path_factory) -> Iterator[Server]
     with serve_bento(tiny_demo.bento_tag, env=tiny_demo.env(), log_dir=tmp_path_factory.mktemp("serve-logs"),
                      cwd=tiny_demo.data_dir, grace_s=SERVE_GRACE_S) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def client(server: Server):
+    """An HTTP client on the module's own served Bento (each e2e module defines ``server``; a module
+    that needs other headers, e.g. an API key, defines its own ``client``)."""
+    import httpx
+
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c

@@ -50,12 +50,6 @@ def server(tiny_demo, state_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
 def demo(tiny_demo):
     items = read_items(tiny_demo.data_dir)
     inter = read_interactions(tiny_demo.data_dir)

@@ -325,12 +325,6 @@ def server(tiny_demo, tmp_path_factory):
         yield srv
 
 
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
-
-
 def _cap() -> int:
     from services.http_guards import max_body_bytes
     from services.settings import CONFIG

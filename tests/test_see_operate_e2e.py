@@ -12,7 +12,6 @@ import shutil
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image, ImageStat
 
@@ -41,12 +40,6 @@ def server(tiny_demo, tmp_path_factory):
                           MIXREC__SERVING__ANN_THRESHOLD="1", MIXREC_CATALOG_DIR=str(tiny_demo.data_dir))
     with serve_bento(SERVICE, env=env, log_dir=tmp_path_factory.mktemp("see-logs")) as srv:
         yield srv
-
-
-@pytest.fixture(scope="module")
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
 
 
 @pytest.fixture(scope="module")
