@@ -229,6 +229,7 @@ class RecommenderEngine:
                              f"{sorted(self.cfg.events)}")
         ids = self.store.record_feedback(events)
         applied = self._after_commit("feedback")
+        self.replica.observer.accepted(len(events))
         return {"accepted": len(ids), "event_ids": ids, "pending_for_update": self.pending_events,
                 "applied": applied}
 

@@ -10,22 +10,22 @@ live workers (``livemostrecent``), and the per-replica sync lag keeps one series
 
 State (catalogue, users, pending events, model age, ANN index) is read from the engine when
 ``/metrics`` is scraped (``MetricsMiddleware`` refreshes it first), so a scrape is never stale.
-Durations and failures are recorded where they happen: the engine's update and checkpoint
-methods are wrapped on the instance (``bind``), the encoder calls through ``encoder_call``.
+Durations and failures are recorded where they happen: the replica reports its updates, checkpoints
+and accepted feedback to ``OpsObserver`` (``bind``); the encoder calls go through ``encoder_call``.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from contextlib import contextmanager
 
-log = logging.getLogger("mixrec.ops_metrics")
+from mixrec.catalog import ITEM_TYPES
+from mixrec.config import MODALITIES
+from services.replica import ReplicaObserver
 
-ITEM_TYPES = ("product", "video", "audio")
-MODALITIES = ("text", "image", "audio")
+log = logging.getLogger("mixrec.ops_metrics")
 # HTTP status of a refused request -> the reason label (bounded: anything else is "other").
 REFUSAL_REASONS = {401: "auth", 403: "forbidden", 404: "not_found", 400: "bad_request", 422: "bad_request",
                    413: "too_large", 415: "bad_media", 409: "conflict", 429: "overloaded", 503: "overloaded"}
@@ -100,62 +100,35 @@ def _init_series(m: dict) -> None:
 
 # ------------------------------------------------------------------ binding to the engine
 def bind(engine) -> None:
-    """Record this worker's engine: its state is read at scrape time; its update and checkpoint
-    methods are wrapped on the instance to time them and count failures."""
+    """Record this worker's engine: its state is read at scrape time; its replica tells ``OpsObserver``
+    how updates, checkpoints and accepted feedback went."""
     global _engine, _model_published_at
     m = metrics()
     _init_series(m)
     _engine, _model_published_at = engine, time.time()
-    replica = engine.replica
-    replica._run_update = _timed_update(replica._run_update, replica)
-    replica.checkpoint = _timed_checkpoint(replica.checkpoint)
-    engine.feedback = _counted_feedback(engine.feedback)
+    engine.replica.observer = OpsObserver()
 
 
-def _timed_update(run, replica):
-    @functools.wraps(run)
-    def wrapper(*args, **kwargs):
+class OpsObserver(ReplicaObserver):
+    """The replica's updates, checkpoints and accepted feedback as metrics."""
+
+    def updated(self, seconds: float, ok: bool, events_trained: int) -> None:
         global _model_published_at
-        m, t0, pending = metrics(), time.perf_counter(), replica.pending_events
-        try:
-            out = run(*args, **kwargs)
-        except BaseException:
-            m["fits"].labels(result="failed").inc()
-            m["fit_ok"].set(0)
-            m["fit_seconds"].set(time.perf_counter() - t0)
-            raise
-        m["fits"].labels(result="ok").inc()
-        m["fit_ok"].set(1)
-        m["fit_seconds"].set(time.perf_counter() - t0)
-        m["events_trained"].inc(max(0, pending - replica.pending_events))
-        _model_published_at = time.time()
-        return out
-    return wrapper
+        m = metrics()
+        m["fits"].labels(result="ok" if ok else "failed").inc()
+        m["fit_ok"].set(1 if ok else 0)
+        m["fit_seconds"].set(seconds)
+        if ok:
+            m["events_trained"].inc(events_trained)
+            _model_published_at = time.time()
 
+    def checkpointed(self, seconds: float, ok: bool) -> None:
+        m = metrics()
+        m["ckpt_seconds"].set(seconds)
+        m["ckpts"].labels(result="ok" if ok else "failed").inc()
 
-def _timed_checkpoint(save):
-    @functools.wraps(save)
-    def wrapper(*args, **kwargs):
-        m, t0 = metrics(), time.perf_counter()
-        try:
-            out = save(*args, **kwargs)
-        except BaseException:
-            m["ckpts"].labels(result="failed").inc()
-            raise
-        finally:
-            m["ckpt_seconds"].set(time.perf_counter() - t0)
-        m["ckpts"].labels(result="ok").inc()
-        return out
-    return wrapper
-
-
-def _counted_feedback(feedback):
-    @functools.wraps(feedback)
-    def wrapper(events, *args, **kwargs):
-        out = feedback(events, *args, **kwargs)
-        metrics()["events_accepted"].inc(len(events))
-        return out
-    return wrapper
+    def accepted(self, events: int) -> None:
+        metrics()["events_accepted"].inc(events)
 
 
 @contextmanager

@@ -62,6 +62,17 @@ class _UpdateRun:
             log.exception("model update failed")
 
 
+class ReplicaObserver:
+    """Told how model updates, checkpoints and accepted feedback went; services/ops_metrics.py exports
+    them as metrics. This base records nothing."""
+
+    def updated(self, seconds: float, ok: bool, events_trained: int) -> None: ...
+
+    def checkpointed(self, seconds: float, ok: bool) -> None: ...
+
+    def accepted(self, events: int) -> None: ...
+
+
 class Replica:
     def __init__(self, cfg: MixrecConfig, model: HybridModel, store: CatalogStore, media: MediaStore,
                  watermarks: dict[str, int] | None = None) -> None:
@@ -89,6 +100,7 @@ class Replica:
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self.checkpoints = CheckpointDir(cfg.serving.state_dir)
+        self.observer = ReplicaObserver()  # the operator's metrics replace it (services/ops_metrics.py)
         self.model_channel = None  # hot swap across replicas (services/hot_swap.py), set by open()
         self.model_version: str | None = None  # the published version served (None: not from the channel)
 
@@ -271,6 +283,15 @@ class Replica:
                 "last_update_seconds": self.last_update_seconds}
 
     def _run_update(self, epochs: int | None) -> None:
+        t0, pending = time.perf_counter(), self.pending_events
+        try:
+            self._fit_and_publish(epochs)
+        except BaseException:
+            self.observer.updated(time.perf_counter() - t0, False, 0)
+            raise
+        self.observer.updated(time.perf_counter() - t0, True, max(0, pending - self.pending_events))
+
+    def _fit_and_publish(self, epochs: int | None) -> None:
         t0 = time.perf_counter()
         pending, covered = self.pending_events, self.event_mark
         self.model.fit_partial(epochs=epochs or self.cfg.serving.update_epochs)
@@ -285,10 +306,17 @@ class Replica:
     def checkpoint(self, into: CheckpointDir | None = None):
         """Save model + watermarks as one atomic checkpoint (see services/checkpoints.py) into the state
         directory, or ``into`` another one (the shared model channel); returns the saved directory."""
-        with self._sync_lock:
-            marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
-                     "trained_events": self.trained_mark}
-            return (into or self.checkpoints).save(self.model, marks, self.store.database_id)
+        t0 = time.perf_counter()
+        try:
+            with self._sync_lock:
+                marks = {"events": self.event_mark, "changes": self.change_mark, "forgotten": self.forget_mark,
+                         "trained_events": self.trained_mark}
+                saved = (into or self.checkpoints).save(self.model, marks, self.store.database_id)
+        except BaseException:
+            self.observer.checkpointed(time.perf_counter() - t0, False)
+            raise
+        self.observer.checkpointed(time.perf_counter() - t0, True)
+        return saved
 
     def update_running(self) -> bool:
         run = self._update
