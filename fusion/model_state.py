@@ -17,7 +17,6 @@ from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
 from fusion.query import QueryBlend
 from fusion.shared_space import SharedSpace
-from mixrec.catalog import Item
 from mixrec.config import FusionConfig, ModelConfig
 
 
@@ -29,8 +28,8 @@ class ModelState:
     codebook: Codebook
     weights: FeatureWeights
     blend_weights: QueryBlend
-    items: list[Item]
-    item_has_identity: list[bool]
+    items: object  # fusion.item_catalog.ItemCatalog (loaded) or CatalogView (exported: the rows of then)
+    item_has_identity: np.ndarray  # (N,) bool
     per_modality: dict[str, np.ndarray]  # modality -> (N, D) projections
     masks: dict[str, np.ndarray]  # modality -> (N,) bool
     fused: np.ndarray  # (N, D)
