@@ -206,8 +206,17 @@ class HybridModel(SnapshotReader):
 
     def _keep_item_state(self, keep: np.ndarray) -> None:
         """Keep only rows ``keep`` (bool mask) of the cached state (items removed)."""
-        if self._item_rows is not None:
-            self._item_rows = self._item_rows.kept(keep)
+        cached = self._item_rows
+        if cached is None:
+            return
+        self._item_rows = cached.kept(keep)
+        reprs = self._reprs
+        if reprs is not None and reprs.features is cached.features and len(reprs.repr) == len(keep):
+            # A row's representation depends only on its own feature row and LightFM's parameters:
+            # the kept rows keep theirs (no recomputation, same numbers as a rebuild).
+            kept_repr, kept_bias = reprs.repr[keep], reprs.bias[keep]
+            kept_repr.flags.writeable = kept_bias.flags.writeable = False
+            self._reprs = replace(reprs, features=self._item_rows.features, repr=kept_repr, bias=kept_bias)
 
     def _rebuild_item_rows(self, changed: Sequence[int]) -> None:
         """Recompute the feature rows of items ``changed`` (their identity flag flipped)."""
@@ -356,6 +365,26 @@ class HybridModel(SnapshotReader):
                              masks=dict(self.masks), item_assign=state.assign, item_index=view.index, items=view)
         return True
 
+    def _publish_kept(self, keep: np.ndarray) -> bool:
+        """Publish the current snapshot minus the rows not in ``keep`` (items without positives were
+        removed): user vectors, interests and clusters do not depend on them, so this equals a full
+        ``_refresh`` without its user-side work. False (nothing published) when the snapshot is not
+        the one ``keep`` was taken over or the item rows are not cached."""
+        snap = self._snap
+        if snap is None or self._item_rows is None or len(snap.item_ids) != len(keep):
+            return False
+        state = self._item_state()
+        item_repr, item_bias = self._item_representations(state.features)
+        view = self.items.view()
+        counts = snap.counts[keep]
+        for arr in (self.fused, *self.per_modality.values(), *self.masks.values(), counts):
+            arr.flags.writeable = False
+        self._snap = replace(snap, item_ids=view.ids, item_types=view.types, item_repr=item_repr, item_bias=item_bias,
+                             seen=snap.seen[:, keep].tocsr(), counts=counts, fused=self.fused,
+                             per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=state.assign,
+                             item_index=view.index, items=view)
+        return True
+
     def _item_representations(self, item_x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """LightFM item representations and biases (cold items mapped from content), read-only;
         reused while the item rows, LightFM's item parameters and the cold map are unchanged
@@ -415,11 +444,15 @@ class HybridModel(SnapshotReader):
             self.masks = {m: v[keep] for m, v in self.masks.items()}
             self.fused = self.fused[keep]
             self._keep_item_state(keep)
+            liked = 0
             for table in (self.positives, self.pair_time):
                 for row in table.values():
                     for iid in drop & row.keys():
                         del row[iid]
-            self._refresh()
+                        liked += 1
+            # Items nobody liked leave every user's state as it was: publish by removing their rows.
+            if liked or not self._publish_kept(keep):
+                self._refresh()
 
     def add_interactions(self, interactions: Iterable[Interaction]) -> None:
         """Record feedback. Seen-items and interest tokens update at once; embeddings at ``fit_partial``."""

@@ -153,3 +153,22 @@ def test_snapshot_meta_extends_like_a_full_build(model, catalog):
     for t in full.tag_rows:
         np.testing.assert_array_equal(grown.tag_rows[t], full.tag_rows[t])
     assert grown.items[len(grown.ids) - 3].tags == ["jazz", "brand-new-tag"]
+
+
+def test_removing_items_nobody_liked_keeps_the_user_side(model, catalog):
+    items, emb = new_items(catalog, "jazz", 5, seed=6, prefix="unliked")
+    model.add_items(items, emb)
+    unliked = ["unliked0", "unliked2", "unliked4"]
+    before = model.snapshot
+    model.remove_items(unliked)
+    after = model.snapshot
+    assert after.user_repr is before.user_repr and after.user_interest is before.user_interest
+    assert len(after.item_ids) == len(before.item_ids) - 3 and not set(unliked) & set(after.item_ids)
+    rebuilt = HybridModel.from_state(model.export_state())
+    for name in ("item_repr", "item_bias", "fused", "counts", "user_repr"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(rebuilt.snapshot, name), err_msg=name)
+    assert (after.seen != rebuilt.snapshot.seen).nnz == 0
+    assert_same_scores(model, rebuilt, catalog)
+    # Removing a liked item goes the full way (users' interests change) and still matches a rebuild.
+    model.remove_items([catalog.interactions[0].item_id])
+    assert_same_scores(model, HybridModel.from_state(model.export_state()), catalog)
