@@ -312,18 +312,29 @@ def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
         t = time.perf_counter()
         meta = SnapshotMeta.build(model.snapshot, previous=meta)
         meta_ms.append((time.perf_counter() - t) * 1000)
-    ids = list(model.snapshot.item_ids)
+    # Deletes: catalogue items picked at random (a batch with an item someone liked also redoes the
+    # user side, O(interactions)), then the items this run added (nobody liked them).
+    ids = list(model.snapshot.item_ids)[:n]
     picks = rng.choice(len(ids), size=(batches, batch), replace=False)
-    del_ms = []
+    liked = {i for row in model.positives.values() for i in row}
+    del_ms, del_liked = [], 0
     for row in picks:
+        gone = [ids[j] for j in row]
+        del_liked += any(i in liked for i in gone)
         t = time.perf_counter()
-        model.remove_items([ids[j] for j in row])
+        model.remove_items(gone)
         del_ms.append((time.perf_counter() - t) * 1000)
+    del_added_ms = []
+    for b in range(1, batches + 1):
+        t = time.perf_counter()
+        model.remove_items([f"w{b}-{i}" for i in range(batch)])
+        del_added_ms.append((time.perf_counter() - t) * 1000)
     med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
     return {"items": n, "model_load_seconds": round(load_s, 2), "batch": batch, "batches": batches,
             "first_add_ms": round(add_ms[0], 2), "add_ms_median": med(add_ms[1:]), "add_ms_max": round(max(add_ms[1:]), 2),
             "snapshot_meta_ms_median": med(meta_ms[1:]), "delete_ms_median": med(del_ms),
-            "delete_ms_max": round(max(del_ms), 2), "rss_mb": round(vm_rss_mb(), 1)}
+            "delete_ms_max": round(max(del_ms), 2), "delete_batches_with_a_liked_item": del_liked,
+            "delete_unliked_ms_median": med(del_added_ms), "rss_mb": round(vm_rss_mb(), 1)}
 
 
 def phase_writes(args) -> None:
@@ -333,7 +344,8 @@ def phase_writes(args) -> None:
         runs = [_result(_worker("--writes-worker", n, args, ["--write-batches", str(args.write_batches)]),
                         args.worker_timeout) for _ in range(args.repeats if n == top else 1)]
         entry = {"runs": runs, "load_avg": [round(x, 2) for x in os.getloadavg()]}
-        for key in ("add_ms_median", "first_add_ms", "snapshot_meta_ms_median", "delete_ms_median"):
+        for key in ("add_ms_median", "first_add_ms", "snapshot_meta_ms_median", "delete_ms_median",
+                    "delete_unliked_ms_median"):
             entry[key] = _spread(runs, key)
         results[str(n)] = entry
         print(f"[writes] {n}: {json.dumps({k: v for k, v in entry.items() if k != 'runs'})}", flush=True)

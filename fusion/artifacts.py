@@ -8,7 +8,8 @@ Directory layout (FORMAT_VERSION 2):
                     item columns (fusion/item_catalog.py: type / category / tag codes, ids, titles,
                     descriptions and media paths as UTF-8 string tables), per-item projections and
                     masks, LightFM state, the cold-item content map, positives, user ids and
-                    feature names (string tables)
+                    feature names (string tables), the items' cluster assignments and LightFM
+                    feature rows (CSR), so a load rebuilds no per-item Python state
 
 ``.npy`` rather than Arrow: numpy already is the model's array type and loads ``.npy`` memory-mapped
 with no copy and no new dependency; the string tables are two arrays each (bytes + end offsets).
@@ -21,13 +22,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 from mixrec.config import HYBRID_MODEL_NAME, FusionConfig, ModelConfig
 from fusion import lightfm_state
-from fusion.codebook import Codebook
+from fusion.codebook import Codebook, SoftAssignment
 from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
 from fusion.item_catalog import ItemCatalog, StringColumn
+from fusion.item_state import ItemRows
 from fusion.model_state import ModelState
 from fusion.query import QueryBlend
 from encoders.fingerprint import check_same
@@ -62,6 +65,12 @@ def save_state(st: ModelState, directory) -> Path:
               "user_trained": np.array([uid in st.trained_users for uid in st.user_ids], bool)}
     if st.cold_map is not None:
         arrays.update(st.cold_map.arrays())
+    if st.item_rows is not None:
+        r = st.item_rows
+        arrays.update({"item_assign_clusters": r.assign.clusters, "item_assign_weights": r.assign.weights,
+                       "item_token_clusters": r.tokens.clusters, "item_token_weights": r.tokens.weights,
+                       "item_x_data": r.features.data, "item_x_indices": r.features.indices,
+                       "item_x_indptr": r.features.indptr})
     catalog = st.items.catalog if hasattr(st.items, "catalog") else st.items
     n = len(st.items)
     arrays.update({k: v for k, v in catalog.arrays(n).items()})
@@ -85,6 +94,7 @@ def save_state(st: ModelState, directory) -> Path:
         "constant_groups": sorted(st.constant_groups),
         "item_vocabularies": catalog.vocabularies(),
         "n_items": n,
+        "item_x_width": None if st.item_rows is None else int(st.item_rows.features.shape[1]),
         "fit_seconds": st.fit_seconds,
         "cold_map_weight": st.cold_map_weight,
     }
@@ -137,6 +147,12 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
         positives[uid][iid] = w
         pair_time[uid][iid] = t
     trained = arrays["user_trained"]
+    item_rows = None
+    if meta.get("item_x_width") is not None:
+        x = sp.csr_matrix((arrays["item_x_data"], arrays["item_x_indices"], arrays["item_x_indptr"]),
+                          shape=(len(items), meta["item_x_width"]), copy=False)
+        item_rows = ItemRows(SoftAssignment(arrays["item_assign_clusters"], arrays["item_assign_weights"]),
+                             SoftAssignment(arrays["item_token_clusters"], arrays["item_token_weights"]), x)
     return ModelState(
         model_cfg=model_cfg, fusion_cfg=FusionConfig.model_validate(meta["fusion_config"]), space=space,
         codebook=codebook, weights=FeatureWeights(**meta["feature_weights"]),
@@ -150,7 +166,8 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
         user_ids=user_ids, positives=positives,
         pair_time=pair_time, trained_users={uid for uid, t in zip(user_ids, trained) if t},
         lfm=lightfm_state.restore(model_cfg, arrays), fit_seconds=float(meta.get("fit_seconds", 0.0)),
-        cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]))
+        cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]),
+        item_rows=item_rows)
 
 
 def load_arrays(directory) -> dict[str, np.ndarray]:

@@ -159,23 +159,23 @@ class HybridModel(SnapshotReader):
         return touched
 
     def _interaction_matrix(self) -> sp.coo_matrix:
+        """Users x items summed positive weights (recency-decayed), built with numpy over all pairs."""
         index = self.items.index
-        rows, cols, vals = [], [], []
+        users, pos = self.user_ids, self.positives
+        sizes = np.fromiter((len(pos[u]) for u in users), np.int64, len(users))
+        total = int(sizes.sum())
+        rows = np.repeat(np.arange(len(users), dtype=np.int32), sizes)
+        cols = np.fromiter((index[i] for u in users for i in pos[u]), np.int32, total)
+        vals = np.fromiter((w for u in users for w in pos[u].values()), np.float64, total)
         half_life = self.recency_half_life_days
-        for u, uid in enumerate(self.user_ids):
-            pos = self.positives[uid]
-            if half_life and pos:
-                times = self.pair_time.get(uid, {})
-                newest = max(times.values(), default=0.0)
-                decay = {iid: recency_decay(newest - times.get(iid, newest), half_life) for iid in pos}
-            else:
-                decay = None
-            for iid, w in pos.items():
-                rows.append(u)
-                cols.append(index[iid])
-                vals.append(w * decay[iid] if decay is not None else w)
-        return sp.coo_matrix((np.asarray(vals, np.float32), (np.asarray(rows, np.int32), np.asarray(cols, np.int32))),
-                             shape=(len(self.user_ids), len(self.items)))
+        if half_life and total:
+            empty: dict = {}
+            newest = np.fromiter((max(self.pair_time.get(u, empty).values(), default=0.0) for u in users),
+                                 np.float64, len(users))[rows]
+            when = np.fromiter((self.pair_time.get(u, empty).get(i, np.nan) for u in users for i in pos[u]),
+                               np.float64, total)
+            vals = vals * recency_decay(newest - np.where(np.isnan(when), newest, when), half_life)
+        return sp.coo_matrix((vals.astype(np.float32), (rows, cols)), shape=(len(self.user_ids), len(self.items)))
 
     def _item_features(self, assign: SoftAssignment, identity: Sequence[bool] | None = None,
                        rows: Sequence[int] | None = None) -> sp.csr_matrix:
@@ -498,8 +498,10 @@ class HybridModel(SnapshotReader):
     def export_state(self) -> ModelState:
         """A consistent copy of the model's state (no writer runs while it is taken), for saving."""
         with self._lock:
-            st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState)})
+            st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState) if f.name != "item_rows"})
             st.items = self.items.view()  # the rows of now: appends after this are not in it
+            rows = self._item_rows
+            st.item_rows = rows if rows is not None and rows.features.shape[0] == len(self.items) else None
             return st
 
     @classmethod
@@ -507,7 +509,10 @@ class HybridModel(SnapshotReader):
         """A model made of ``st`` (e.g. loaded by fusion/artifacts.py), published and ready to serve."""
         model = cls(st.model_cfg, st.fusion_cfg, st.space, st.codebook, st.weights, st.blend_weights)
         for f in fields(ModelState):
-            setattr(model, f.name, getattr(st, f.name))
+            if f.name != "item_rows":
+                setattr(model, f.name, getattr(st, f.name))
+        if st.item_rows is not None and st.item_rows.features.shape[0] == len(st.items):
+            model._item_rows = st.item_rows
         if isinstance(model.items, CatalogView):  # another model's rows: a catalogue of our own
             model.items = model.items.catalog.kept(np.arange(len(model.items.catalog)) < model.items.n)
         model.item_has_identity = np.asarray(model.item_has_identity, bool)

@@ -15,6 +15,7 @@ from lightfm import LightFM
 from fusion.codebook import Codebook
 from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
+from fusion.item_state import ItemRows
 from fusion.query import QueryBlend
 from fusion.shared_space import SharedSpace
 from mixrec.config import FusionConfig, ModelConfig
@@ -44,3 +45,6 @@ class ModelState:
     fit_seconds: float
     cold_map: ContentToCollab | None
     cold_map_weight: float
+    # The writer's per-item cache (assignments, tokens, LightFM feature rows), when it covers every item:
+    # saved so a load does not rebuild a million feature rows in Python.
+    item_rows: ItemRows | None = None

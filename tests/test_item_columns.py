@@ -172,3 +172,17 @@ def test_removing_items_nobody_liked_keeps_the_user_side(model, catalog):
     # Removing a liked item goes the full way (users' interests change) and still matches a rebuild.
     model.remove_items([catalog.interactions[0].item_id])
     assert_same_scores(model, HybridModel.from_state(model.export_state()), catalog)
+
+
+def test_a_load_reuses_the_saved_feature_rows(tmp_path, model, catalog):
+    model.fit_partial(epochs=1)
+    model.save(tmp_path / "art")
+    back = HybridModel.load(tmp_path / "art")
+    assert back._item_rows is not None and (back._item_rows.features != model._item_rows.features).nnz == 0
+    np.testing.assert_array_equal(back._item_rows.tokens.clusters, model._item_rows.tokens.clusters)
+    assert_same_scores(model, back, catalog)
+    # A loaded model keeps writing on top of the mapped rows.
+    items, emb = new_items(catalog, "jazz", 2, seed=8, prefix="late")
+    back.add_items(items, emb)
+    model.add_items(items, emb)
+    assert_same_scores(model, back, catalog)
