@@ -214,6 +214,9 @@ def _smaps_rollup_mb(pid: int | str = "self") -> dict:
 def memory_worker(n: int, work: Path, hold: Path | None) -> dict:
     """Load the model (engine with ANN on), build the ANN indexes; with ``hold``, report smaps once
     the file ``hold``.go exists (so a sibling process has loaded the same artifacts too)."""
+    import services.engine  # noqa: F401  (imports are not load time)
+    import mixrec.storage.store  # noqa: F401
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         engine = _engine_for(artifacts_dir(work, n), ann_threshold=1, tmp=Path(tmp))
