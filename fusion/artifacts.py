@@ -9,7 +9,8 @@ Directory layout (FORMAT_VERSION 2):
                     descriptions and media paths as UTF-8 string tables), per-item projections and
                     masks, LightFM state, the cold-item content map, positives, user ids and
                     feature names (string tables), the items' cluster assignments and LightFM
-                    feature rows (CSR), so a load rebuilds no per-item Python state
+                    feature rows (CSR) and LightFM representations, so a load rebuilds no
+                    per-item state
 
 ``.npy`` rather than Arrow: numpy already is the model's array type and loads ``.npy`` memory-mapped
 with no copy and no new dependency; the string tables are two arrays each (bytes + end offsets).
@@ -71,6 +72,8 @@ def save_state(st: ModelState, directory) -> Path:
                        "item_token_clusters": r.tokens.clusters, "item_token_weights": r.tokens.weights,
                        "item_x_data": r.features.data, "item_x_indices": r.features.indices,
                        "item_x_indptr": r.features.indptr})
+    if st.item_reprs is not None:
+        arrays["item_repr"], arrays["item_bias"] = st.item_reprs
     catalog = st.items.catalog if hasattr(st.items, "catalog") else st.items
     n = len(st.items)
     arrays.update({k: v for k, v in catalog.arrays(n).items()})
@@ -153,6 +156,7 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
                           shape=(len(items), meta["item_x_width"]), copy=False)
         item_rows = ItemRows(SoftAssignment(arrays["item_assign_clusters"], arrays["item_assign_weights"]),
                              SoftAssignment(arrays["item_token_clusters"], arrays["item_token_weights"]), x)
+    item_reprs = (arrays["item_repr"], arrays["item_bias"]) if item_rows is not None and "item_repr" in arrays else None
     return ModelState(
         model_cfg=model_cfg, fusion_cfg=FusionConfig.model_validate(meta["fusion_config"]), space=space,
         codebook=codebook, weights=FeatureWeights(**meta["feature_weights"]),
@@ -167,7 +171,7 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
         pair_time=pair_time, trained_users={uid for uid, t in zip(user_ids, trained) if t},
         lfm=lightfm_state.restore(model_cfg, arrays), fit_seconds=float(meta.get("fit_seconds", 0.0)),
         cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]),
-        item_rows=item_rows)
+        item_rows=item_rows, item_reprs=item_reprs)
 
 
 def load_arrays(directory) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from fusion.interests import history_interests, top_clusters
 from fusion.growable import Growable
 from fusion.item_catalog import CatalogView, ItemCatalog
 from fusion.item_state import ItemReprs, ItemRows
-from fusion.model_state import ModelState
+from fusion.model_state import CACHE_FIELDS, ModelState
 from fusion.query import QueryBlend
 from fusion.reader import SnapshotReader
 from fusion.scoring import recency_decay
@@ -498,10 +498,15 @@ class HybridModel(SnapshotReader):
     def export_state(self) -> ModelState:
         """A consistent copy of the model's state (no writer runs while it is taken), for saving."""
         with self._lock:
-            st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState) if f.name != "item_rows"})
+            st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState)
+                               if f.name not in CACHE_FIELDS})
             st.items = self.items.view()  # the rows of now: appends after this are not in it
-            rows = self._item_rows
-            st.item_rows = rows if rows is not None and rows.features.shape[0] == len(self.items) else None
+            rows, reprs, n = self._item_rows, self._reprs, len(self.items)
+            if rows is not None and rows.features.shape[0] == n:
+                st.item_rows = rows
+                if reprs is not None and reprs.reusable_rows(rows.features, self._trained_version, self.cold_map,
+                                                             self.cold_map_weight) == n:
+                    st.item_reprs = (reprs.repr, reprs.bias)
             return st
 
     @classmethod
@@ -509,10 +514,13 @@ class HybridModel(SnapshotReader):
         """A model made of ``st`` (e.g. loaded by fusion/artifacts.py), published and ready to serve."""
         model = cls(st.model_cfg, st.fusion_cfg, st.space, st.codebook, st.weights, st.blend_weights)
         for f in fields(ModelState):
-            if f.name != "item_rows":
+            if f.name not in CACHE_FIELDS:
                 setattr(model, f.name, getattr(st, f.name))
         if st.item_rows is not None and st.item_rows.features.shape[0] == len(st.items):
             model._item_rows = st.item_rows
+            if st.item_reprs is not None and len(st.item_reprs[0]) == len(st.items):
+                model._reprs = ItemReprs(st.item_rows.features, model._trained_version, model.cold_map,
+                                         model.cold_map_weight, *st.item_reprs)
         if isinstance(model.items, CatalogView):  # another model's rows: a catalogue of our own
             model.items = model.items.catalog.kept(np.arange(len(model.items.catalog)) < model.items.n)
         model.item_has_identity = np.asarray(model.item_has_identity, bool)

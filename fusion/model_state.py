@@ -48,3 +48,8 @@ class ModelState:
     # The writer's per-item cache (assignments, tokens, LightFM feature rows), when it covers every item:
     # saved so a load does not rebuild a million feature rows in Python.
     item_rows: ItemRows | None = None
+    # LightFM representations / biases of those rows, when current (with them a load computes none).
+    item_reprs: tuple[np.ndarray, np.ndarray] | None = None
+
+
+CACHE_FIELDS = ("item_rows", "item_reprs")  # the writer's caches, not attributes of the model

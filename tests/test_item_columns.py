@@ -179,6 +179,7 @@ def test_a_load_reuses_the_saved_feature_rows(tmp_path, model, catalog):
     model.save(tmp_path / "art")
     back = HybridModel.load(tmp_path / "art")
     assert back._item_rows is not None and (back._item_rows.features != model._item_rows.features).nnz == 0
+    assert isinstance(back.snapshot.item_repr.base, np.memmap) or isinstance(back.snapshot.item_repr, np.memmap)
     np.testing.assert_array_equal(back._item_rows.tokens.clusters, model._item_rows.tokens.clusters)
     assert_same_scores(model, back, catalog)
     # A loaded model keeps writing on top of the mapped rows.
