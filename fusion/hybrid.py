@@ -439,6 +439,7 @@ class HybridModel(SnapshotReader):
             keep = np.ones(len(self.items), bool)
             keep[np.fromiter((index[i] for i in drop), np.int64, len(drop))] = False
             self.items = self.items.kept(keep)  # a new catalogue: snapshots keep the old one
+            self._growing.clear()  # every item array is replaced below: drop the old buffers now
             self.item_has_identity = self.item_has_identity[keep]
             self.per_modality = {m: v[keep] for m, v in self.per_modality.items()}
             self.masks = {m: v[keep] for m, v in self.masks.items()}
