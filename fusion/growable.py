@@ -46,12 +46,17 @@ class Growable:
         self._view = None
 
     def view(self) -> np.ndarray:
-        """The first ``n`` rows, read-only (the same object until the next append)."""
-        if self._view is None:
-            v = self._buf[:self.n]
+        """The first ``n`` rows, read-only (the same object until the next append).
+
+        Safe beside one appending thread: ``n`` is read before the buffer (``append`` replaces the
+        buffer before it raises ``n``), and a cached view of another length is never returned."""
+        n = self.n
+        v = self._view
+        if v is None or len(v) != n:
+            v = self._buf[:n]
             v.flags.writeable = False
             self._view = v
-        return self._view
+        return v
 
     def is_view(self, arr) -> bool:
         """Whether ``arr`` is this array's current view (so appending continues it)."""

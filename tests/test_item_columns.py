@@ -187,3 +187,18 @@ def test_a_load_reuses_the_saved_feature_rows(tmp_path, model, catalog):
     back.add_items(items, emb)
     model.add_items(items, emb)
     assert_same_scores(model, back, catalog)
+
+
+def test_growable_views_are_prefixes_that_later_appends_never_change():
+    from fusion.growable import Growable
+
+    g = Growable(np.arange(3, dtype=np.int64))
+    first = g.view()
+    with pytest.raises(ValueError):
+        first[0] = 9  # read-only
+    for k in range(10):
+        g.append(np.full(5, k))
+    assert list(first) == [0, 1, 2] and len(g.view()) == 53 and list(g.view()[:3]) == [0, 1, 2]
+    stale = g.view()[:10]
+    g._view = stale  # a view cached by a reader that raced an append: never handed out
+    assert len(g.view()) == 53
