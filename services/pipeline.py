@@ -109,8 +109,9 @@ class RankingPipeline:
         meta = self.meta(self.model_of().snapshot)
         cached = self._table
         if cached is None or cached[0] is not meta:
-            self._table = cached = (meta, ItemTable(meta.ids, [it.type for it in meta.items],
-                                                    [it.tags for it in meta.items]))
+            view = meta.items  # item columns: no Item per row
+            self._table = cached = (meta, ItemTable(meta.ids, view.types.tolist(),
+                                                    [view.catalog.tag_names(r) for r in range(len(view))]))
         return cached[1]
 
     @staticmethod
