@@ -13,6 +13,14 @@ Phases (``--phases``, default all), each merging its figures into ``--out`` (JSO
             texts, against the same MiniLM in-process at its best batch size
   ingest    the demo catalog served: HTTP add_items throughput (text only, with images), update_model
             (fit_partial) vs a full retrain
+  memory    per size, in fresh subprocesses: model load time, RSS after load, peak RSS while loading,
+            RSS after building the ANN indexes (the ANN part = the difference); then two processes
+            loading the same memory-mapped artifacts at once: each one's RSS and PSS
+            (/proc/<pid>/smaps_rollup). ``--repeats`` runs of the largest size (median + spread)
+  writes    per size, in a fresh subprocess: model work of add_items / remove_items of 16 items
+            (``--write-batches`` batches; the first add, which moves the loaded arrays into growable
+            buffers, reported apart), and the Recommender's metadata update after an add
+            (SnapshotMeta.build); ``--repeats`` runs of the largest size
   plot      bench/results/scaling.png from the JSON
 
 Usage: .venv/bin/python bench/serving.py [--sizes 10000,100000,1000000] [--quick] [--phases latency,plot]
@@ -191,6 +199,160 @@ def latency_worker(n: int, work: Path, requests: int) -> dict:
                   "peak_rss_mb": round(vm_hwm_mb(), 1)}
         engine.store.close()
     return result
+
+
+# ============================================================== memory / writes (item state, issue 12 parts 1 and 3)
+def _smaps_rollup_mb(pid: int | str = "self") -> dict:
+    out = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        parts = line.split()
+        if parts and parts[0] in ("Rss:", "Pss:", "Shared_Clean:", "Private_Clean:", "Private_Dirty:"):
+            out[parts[0][:-1].lower() + "_mb"] = round(int(parts[1]) / 1024, 1)
+    return out
+
+
+def memory_worker(n: int, work: Path, hold: Path | None) -> dict:
+    """Load the model (engine with ANN on), build the ANN indexes; with ``hold``, report smaps once
+    the file ``hold``.go exists (so a sibling process has loaded the same artifacts too)."""
+    import services.engine  # noqa: F401  (imports are not load time)
+    import mixrec.storage.store  # noqa: F401
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = _engine_for(artifacts_dir(work, n), ann_threshold=1, tmp=Path(tmp))
+        load_s = time.perf_counter() - t0
+        result = {"items": len(engine.model.snapshot.item_ids), "model_load_seconds": round(load_s, 2),
+                  "rss_mb_after_load": round(vm_rss_mb(), 1), "peak_rss_mb_during_load": round(vm_hwm_mb(), 1),
+                  "smaps_after_load": _smaps_rollup_mb()}
+        t = time.perf_counter()
+        engine.ann.refresh(engine.model.snapshot, wait=True)
+        result["ann_build_seconds"] = round(time.perf_counter() - t, 1)
+        result["rss_mb_with_ann"] = round(vm_rss_mb(), 1)
+        result["ann_part_mb"] = round(result["rss_mb_with_ann"] - result["rss_mb_after_load"], 1)
+        result["peak_rss_mb"] = round(vm_hwm_mb(), 1)
+        if hold is not None:
+            hold.with_suffix(".ready").write_text(str(os.getpid()))
+            deadline = time.time() + 600
+            while not hold.with_suffix(".go").exists() and time.time() < deadline:
+                time.sleep(0.2)
+        result["smaps_with_ann"] = _smaps_rollup_mb()
+        engine.store.close()
+    return result
+
+
+def _worker(flag: str, n: int, args, extra: list[str] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, __file__, flag, str(n), "--work", str(args.work), *extra]
+    print(f"[{flag[2:]}] {' '.join(cmd[1:])}", flush=True)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _result(proc: subprocess.Popen, timeout: int) -> dict:
+    out, err = proc.communicate(timeout=timeout)
+    if proc.returncode != 0:
+        raise SystemExit(f"worker failed:\n{err[-4000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _spread(runs: list[dict], key: str) -> dict:
+    vals = [r[key] for r in runs]
+    return {"median": round(float(np.median(vals)), 3), "min": round(min(vals), 3), "max": round(max(vals), 3)}
+
+
+def phase_memory(args) -> None:
+    results = json.loads(args.out.read_text()).get("memory", {}) if args.out.exists() else {}
+    top = max(args.sizes)
+    for n in args.sizes:
+        runs = [_result(_worker("--memory-worker", n, args), args.worker_timeout)
+                for _ in range(args.repeats if n == top else 1)]
+        entry = {"runs": runs, "load_avg": [round(x, 2) for x in os.getloadavg()]}
+        for key in ("model_load_seconds", "rss_mb_after_load", "peak_rss_mb_during_load", "rss_mb_with_ann",
+                    "ann_part_mb"):
+            entry[key] = _spread(runs, key)
+        if n == top:  # two workers sharing the memory-mapped artifacts
+            with tempfile.TemporaryDirectory() as tmp:
+                holds = [Path(tmp) / f"w{i}" for i in range(2)]
+                procs = [_worker("--memory-worker", n, args, ["--hold", str(h)]) for h in holds]
+                deadline = time.time() + args.worker_timeout
+                while not all(h.with_suffix(".ready").exists() for h in holds) and time.time() < deadline:
+                    time.sleep(0.5)
+                for h in holds:
+                    h.with_suffix(".go").write_text("")
+                entry["two_workers"] = [_result(p, args.worker_timeout) for p in procs]
+        results[str(n)] = entry
+        print(f"[memory] {n}: {json.dumps({k: v for k, v in entry.items() if k not in ('runs', 'two_workers')})}",
+              flush=True)
+        merge_results(args.out, "memory", results)
+
+
+def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
+    from fusion.hybrid import HybridModel
+    from mixrec.catalog import Item
+    from mixrec.embeddings import ItemEmbeddings
+    from services.candidates import SnapshotMeta
+
+    t0 = time.perf_counter()
+    model = HybridModel.load(artifacts_dir(work, n))
+    load_s = time.perf_counter() - t0
+    dims = model.space.dims
+    enc = dict(model.space.encoders)
+    rng = np.random.default_rng(1)
+
+    def new_batch(b: int) -> tuple[list, ItemEmbeddings]:
+        items = [Item(item_id=f"w{b}-{i}", type=("product", "video", "audio")[i % 3], title=f"written {b} {i}",
+                      tags=[f"c{rng.integers(40)}", "fresh"]) for i in range(batch)]
+        vecs = {m: rng.standard_normal((batch, d)).astype(np.float32) for m, d in dims.items()}
+        vecs = {m: v / np.linalg.norm(v, axis=1, keepdims=True) for m, v in vecs.items()}
+        return items, ItemEmbeddings([it.item_id for it in items], vecs,
+                                     {m: np.ones(batch, bool) for m in dims}, enc)
+
+    meta = SnapshotMeta.build(model.snapshot)
+    add_ms, meta_ms = [], []
+    for b in range(batches + 1):
+        items, emb = new_batch(b)
+        t = time.perf_counter()
+        model.add_items(items, emb)
+        add_ms.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        meta = SnapshotMeta.build(model.snapshot, previous=meta)
+        meta_ms.append((time.perf_counter() - t) * 1000)
+    # Deletes: catalogue items picked at random (a batch with an item someone liked also redoes the
+    # user side, O(interactions)), then the items this run added (nobody liked them).
+    ids = list(model.snapshot.item_ids)[:n]
+    picks = rng.choice(len(ids), size=(batches, batch), replace=False)
+    liked = {i for row in model.positives.values() for i in row}
+    del_ms, del_liked = [], 0
+    for row in picks:
+        gone = [ids[j] for j in row]
+        del_liked += any(i in liked for i in gone)
+        t = time.perf_counter()
+        model.remove_items(gone)
+        del_ms.append((time.perf_counter() - t) * 1000)
+    del_added_ms = []
+    for b in range(1, batches + 1):
+        t = time.perf_counter()
+        model.remove_items([f"w{b}-{i}" for i in range(batch)])
+        del_added_ms.append((time.perf_counter() - t) * 1000)
+    med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+    return {"items": n, "model_load_seconds": round(load_s, 2), "batch": batch, "batches": batches,
+            "first_add_ms": round(add_ms[0], 2), "add_ms_median": med(add_ms[1:]), "add_ms_max": round(max(add_ms[1:]), 2),
+            "snapshot_meta_ms_median": med(meta_ms[1:]), "delete_ms_median": med(del_ms),
+            "delete_ms_max": round(max(del_ms), 2), "delete_batches_with_a_liked_item": del_liked,
+            "delete_unliked_ms_median": med(del_added_ms), "rss_mb": round(vm_rss_mb(), 1)}
+
+
+def phase_writes(args) -> None:
+    results = json.loads(args.out.read_text()).get("writes", {}) if args.out.exists() else {}
+    top = max(args.sizes)
+    for n in args.sizes:
+        runs = [_result(_worker("--writes-worker", n, args, ["--write-batches", str(args.write_batches)]),
+                        args.worker_timeout) for _ in range(args.repeats if n == top else 1)]
+        entry = {"runs": runs, "load_avg": [round(x, 2) for x in os.getloadavg()]}
+        for key in ("add_ms_median", "first_add_ms", "snapshot_meta_ms_median", "delete_ms_median",
+                    "delete_unliked_ms_median"):
+            entry[key] = _spread(runs, key)
+        results[str(n)] = entry
+        print(f"[writes] {n}: {json.dumps({k: v for k, v in entry.items() if k != 'runs'})}", flush=True)
+        merge_results(args.out, "writes", results)
 
 
 # ============================================================== HTTP: served Recommender
@@ -431,7 +593,7 @@ def phase_plot(args) -> None:
 
 # ============================================================== main
 PHASES = {"build": phase_build, "latency": phase_latency, "http": phase_http, "encoder": phase_encoder,
-          "ingest": phase_ingest, "plot": phase_plot}
+          "ingest": phase_ingest, "memory": phase_memory, "writes": phase_writes, "plot": phase_plot}
 
 
 def main() -> None:
@@ -449,10 +611,21 @@ def main() -> None:
     p.add_argument("--encoder-latency-ms", default="", help="extra max_latency_ms values to try, e.g. 2000,10000")
     p.add_argument("--add-items", type=int, default=64)
     p.add_argument("--worker-timeout", type=int, default=580)
+    p.add_argument("--repeats", type=int, default=3, help="runs of the largest size (memory, writes)")
+    p.add_argument("--write-batches", type=int, default=20)
     p.add_argument("--latency-worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--memory-worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--writes-worker", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.latency_worker:
         print(json.dumps(latency_worker(args.latency_worker, args.work, args.requests)))
+        return
+    if args.memory_worker:
+        print(json.dumps(memory_worker(args.memory_worker, args.work, args.hold)))
+        return
+    if args.writes_worker:
+        print(json.dumps(writes_worker(args.writes_worker, args.work, args.write_batches)))
         return
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:

@@ -1,33 +1,45 @@
-"""Save / load a HybridModel's ``ModelState`` (fusion/model_state.py): npz without pickle + json, model store.
+"""Save / load a HybridModel's ``ModelState`` (fusion/model_state.py): .npy arrays (memory-mapped) + a small json, model store.
 
-Directory layout (FORMAT_VERSION 1):
-  meta.json    format version, config, encoders, shared-space meta, codebook labels,
-               feature names, id maps, blend weights, items (catalog metadata)
-  arrays.npz   projections, codebook centroids, per-item projections/masks,
-               LightFM state arrays (embeddings, biases, accumulators), the cold-item
-               content map, positives
+Directory layout (FORMAT_VERSION 2):
+  meta.json         format version, config, encoders, shared-space meta, codebook labels, feature
+                    weights, blend weights, tag / category vocabularies: nothing that grows per item
+  arrays/<name>.npy every array, one file each, loaded with ``mmap_mode="r"`` so workers and
+                    replicas on one host share their pages: projections, codebook centroids, the
+                    item columns (fusion/item_catalog.py: type / category / tag codes, ids, titles,
+                    descriptions and media paths as UTF-8 string tables), per-item projections and
+                    masks, LightFM state, the cold-item content map, positives, user ids and
+                    feature names (string tables), the items' cluster assignments and LightFM
+                    feature rows (CSR) and LightFM representations, so a load rebuilds no
+                    per-item state
+
+``.npy`` rather than Arrow: numpy already is the model's array type and loads ``.npy`` memory-mapped
+with no copy and no new dependency; the string tables are two arrays each (bytes + end offsets).
+Format 1 (meta.json holding every item + arrays.npz) is refused with a "retrain" error.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-import numpy as np
 
-from mixrec.catalog import Item
+import numpy as np
+import scipy.sparse as sp
+
 from mixrec.config import HYBRID_MODEL_NAME, FusionConfig, ModelConfig
 from fusion import lightfm_state
-from fusion.codebook import Codebook
+from fusion.codebook import Codebook, SoftAssignment
 from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
+from fusion.item_catalog import ItemCatalog, StringColumn
+from fusion.item_state import ItemRows
 from fusion.model_state import ModelState
 from fusion.query import QueryBlend
 from encoders.fingerprint import check_same
 from fusion.shared_space import IncompatibleEmbeddingsError, SharedSpace
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 META_FILE = "meta.json"
-ARRAYS_FILE = "arrays.npz"
+ARRAYS_DIR = "arrays"
 
 
 class ArtifactError(ValueError):
@@ -38,7 +50,7 @@ def save_state(st: ModelState, directory) -> Path:
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     users, items_pos, weights, times = [], [], [], []
-    index = {it.item_id: i for i, it in enumerate(st.items)}
+    index = st.items.index
     for u, uid in enumerate(st.user_ids):
         when = st.pair_time.get(uid, {})
         for iid, w in st.positives[uid].items():
@@ -54,6 +66,20 @@ def save_state(st: ModelState, directory) -> Path:
               "user_trained": np.array([uid in st.trained_users for uid in st.user_ids], bool)}
     if st.cold_map is not None:
         arrays.update(st.cold_map.arrays())
+    if st.item_rows is not None:
+        r = st.item_rows
+        arrays.update({"item_assign_clusters": r.assign.clusters, "item_assign_weights": r.assign.weights,
+                       "item_token_clusters": r.tokens.clusters, "item_token_weights": r.tokens.weights,
+                       "item_x_data": r.features.data, "item_x_indices": r.features.indices,
+                       "item_x_indptr": r.features.indptr})
+    if st.item_reprs is not None:
+        arrays["item_repr"], arrays["item_bias"] = st.item_reprs
+    catalog = st.items.catalog if hasattr(st.items, "catalog") else st.items
+    n = len(st.items)
+    arrays.update({k: v for k, v in catalog.arrays(n).items()})
+    for name, values in (("user_ids", st.user_ids), ("item_feature_names", st.item_fidx.names),
+                         ("user_feature_names", st.user_fidx.names)):
+        arrays.update(StringColumn.of(values).arrays(name))
     for m in st.per_modality:
         arrays[f"item_{m}_proj"] = st.per_modality[m]
         arrays[f"item_{m}_mask"] = st.masks[m]
@@ -69,15 +95,16 @@ def save_state(st: ModelState, directory) -> Path:
         "feature_weights": st.weights.__dict__,
         "blend_weights": st.blend_weights.as_dict(),
         "constant_groups": sorted(st.constant_groups),
-        "item_features": st.item_fidx.names,
-        "user_features": st.user_fidx.names,
-        "user_ids": st.user_ids,
-        "items": [it.model_dump(mode="json", exclude_none=True) for it in st.items],
+        "item_vocabularies": catalog.vocabularies(),
+        "n_items": n,
+        "item_x_width": None if st.item_rows is None else int(st.item_rows.features.shape[1]),
         "fit_seconds": st.fit_seconds,
         "cold_map_weight": st.cold_map_weight,
     }
-    np.savez(d / ARRAYS_FILE, **arrays)
-    (d / META_FILE).write_text(json.dumps(meta))
+    (d / ARRAYS_DIR).mkdir(exist_ok=True)
+    for name, arr in arrays.items():
+        np.save(d / ARRAYS_DIR / f"{name}.npy", np.asarray(arr), allow_pickle=False)
+    (d / META_FILE).write_text(json.dumps(meta))  # last: its presence marks a complete directory
     return d
 
 
@@ -105,36 +132,57 @@ def load_state(directory, expected_encoders: dict[str, dict] | None = None) -> M
     if expected_encoders:
         check_encoders(meta["encoders"], expected_encoders)
     model_cfg = ModelConfig.model_validate(meta["model_config"])
-    with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = load_arrays(d)
     space = SharedSpace.from_parts(meta["shared_space"], arrays)
     cb = meta["codebook"]
     codebook = Codebook(arrays["codebook_centroids"], list(cb["labels"]), [list(t) for t in cb["top_items"]],
                         float(cb["temperature"]), int(cb["top"]))
-    items = [Item.model_validate(it) for it in meta["items"]]
-    user_ids = list(meta["user_ids"])
+    items = ItemCatalog.from_arrays(arrays, meta["item_vocabularies"])
+    if len(items) != meta["n_items"]:
+        raise ArtifactError(f"{directory}: {len(items)} item rows, meta.json says {meta['n_items']}; retrain")
+    user_ids = StringColumn.from_arrays(arrays, "user_ids").all()
     positives = {uid: {} for uid in user_ids}
     pair_time = {uid: {} for uid in user_ids}
-    # Artifacts saved before recency / fold-in existed carry no times (no decay) and no trained flags
-    # (every saved user counts as trained, which is how they were served then).
-    times = arrays.get("pos_time", np.zeros(len(arrays["pos_user"])))
-    for u, i, w, t in zip(arrays["pos_user"], arrays["pos_item"], arrays["pos_weight"], times):
-        uid, iid = user_ids[u], items[i].item_id
-        positives[uid][iid] = float(w)
-        pair_time[uid][iid] = float(t)
-    trained = arrays.get("user_trained", np.ones(len(user_ids), bool))
+    ids = items.ids
+    for u, i, w, t in zip(arrays["pos_user"].tolist(), arrays["pos_item"].tolist(), arrays["pos_weight"].tolist(),
+                          arrays["pos_time"].tolist()):
+        uid, iid = user_ids[u], ids[i]
+        positives[uid][iid] = w
+        pair_time[uid][iid] = t
+    trained = arrays["user_trained"]
+    item_rows = None
+    if meta.get("item_x_width") is not None:
+        x = sp.csr_matrix((arrays["item_x_data"], arrays["item_x_indices"], arrays["item_x_indptr"]),
+                          shape=(len(items), meta["item_x_width"]), copy=False)
+        item_rows = ItemRows(SoftAssignment(arrays["item_assign_clusters"], arrays["item_assign_weights"]),
+                             SoftAssignment(arrays["item_token_clusters"], arrays["item_token_weights"]), x)
+    item_reprs = (arrays["item_repr"], arrays["item_bias"]) if item_rows is not None and "item_repr" in arrays else None
     return ModelState(
         model_cfg=model_cfg, fusion_cfg=FusionConfig.model_validate(meta["fusion_config"]), space=space,
         codebook=codebook, weights=FeatureWeights(**meta["feature_weights"]),
         blend_weights=QueryBlend.from_dict(meta["blend_weights"]), items=items,
-        item_has_identity=[bool(b) for b in arrays["item_has_identity"]],
+        item_has_identity=arrays["item_has_identity"],
         per_modality={m: arrays[f"item_{m}_proj"] for m in space.modalities},
         masks={m: arrays[f"item_{m}_mask"] for m in space.modalities}, fused=arrays["fused"],
-        constant_groups=set(meta["constant_groups"]), item_fidx=FeatureIndex(meta["item_features"]),
-        user_fidx=FeatureIndex(meta["user_features"]), user_ids=user_ids, positives=positives,
+        constant_groups=set(meta["constant_groups"]),
+        item_fidx=FeatureIndex(StringColumn.from_arrays(arrays, "item_feature_names").all()),
+        user_fidx=FeatureIndex(StringColumn.from_arrays(arrays, "user_feature_names").all()),
+        user_ids=user_ids, positives=positives,
         pair_time=pair_time, trained_users={uid for uid, t in zip(user_ids, trained) if t},
         lfm=lightfm_state.restore(model_cfg, arrays), fit_seconds=float(meta.get("fit_seconds", 0.0)),
-        cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]))
+        cold_map=ContentToCollab.from_arrays(arrays), cold_map_weight=float(meta["cold_map_weight"]),
+        item_rows=item_rows, item_reprs=item_reprs)
+
+
+def load_arrays(directory) -> dict[str, np.ndarray]:
+    """Every ``arrays/<name>.npy``, memory-mapped read-only (pages shared between processes)."""
+    out = {}
+    for path in sorted((Path(directory) / ARRAYS_DIR).glob("*.npy")):
+        try:
+            out[path.stem] = np.load(path, mmap_mode="r", allow_pickle=False)
+        except ValueError:  # numpy cannot map an empty array's (zero-length) data
+            out[path.stem] = np.load(path, allow_pickle=False)
+    return out
 
 
 def save_state_to_model_store(st: ModelState, name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:

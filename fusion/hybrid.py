@@ -29,8 +29,10 @@ from fusion.cold_items import ContentToCollab
 from fusion.features import (FeatureIndex, FeatureWeights, auto_identity_weight, combine, constant_groups, item_feature_groups,
                              rows_to_csr, user_feature_row)
 from fusion.interests import history_interests, top_clusters
-from fusion.item_state import ItemColumns, ItemReprs, ItemRows
-from fusion.model_state import ModelState
+from fusion.growable import Growable
+from fusion.item_catalog import CatalogView, ItemCatalog
+from fusion.item_state import ItemReprs, ItemRows
+from fusion.model_state import CACHE_FIELDS, ModelState
 from fusion.query import QueryBlend
 from fusion.reader import SnapshotReader
 from fusion.scoring import recency_decay
@@ -53,8 +55,8 @@ class HybridModel(SnapshotReader):
         self.codebook = codebook
         self.weights = weights
         self.blend_weights = blend_weights or QueryBlend()
-        self.items: list[Item] = []
-        self.item_has_identity: list[bool] = []
+        self.items = ItemCatalog.of([])  # columns, append-only (fusion/item_catalog.py)
+        self.item_has_identity = np.zeros(0, bool)
         self.per_modality: dict[str, np.ndarray] = {m: np.zeros((0, space.dim), np.float32) for m in space.modalities}
         self.masks: dict[str, np.ndarray] = {m: np.zeros(0, bool) for m in space.modalities}
         self.fused = np.zeros((0, space.dim), np.float32)
@@ -74,7 +76,7 @@ class HybridModel(SnapshotReader):
         self.cold_map: ContentToCollab | None = None
         self.cold_map_weight = 1.0  # 1: cold items use the predicted representation; 0: content features only
         self._item_rows: ItemRows | None = None
-        self._columns_cache: ItemColumns | None = None
+        self._growing: dict[str, Growable] = {}  # append-only buffers behind the per-item arrays
         self._reprs: ItemReprs | None = None
         self._trained_version = 0  # bumped whenever LightFM's item parameters may have changed
         self._lock = threading.RLock()
@@ -108,23 +110,32 @@ class HybridModel(SnapshotReader):
 
     def _append_items(self, items: list[Item], per: dict[str, np.ndarray], masks: dict[str, np.ndarray],
                       fused: np.ndarray) -> None:
-        known = set(self._live_item_index())
+        known = self.items.index
         dup = [it.item_id for it in items if it.item_id in known]
         if dup or len({it.item_id for it in items}) != len(items):
             raise ValueError(f"duplicate item ids: {dup[:5] or 'within the batch'}")
-        # New lists rather than in-place growth: callers may be iterating over the old ones.
+        # Append-only growth: published snapshots hold prefixes of these columns, which appends
+        # never touch, so adding B items costs O(B) (amortised), not a copy of the catalogue.
         n_old = len(self.items)
-        self.items = self.items + list(items)
-        self.item_has_identity = self.item_has_identity + [False] * len(items)
+        self.items.append(items)
+        self.item_has_identity = self._appended("identity", self.item_has_identity, np.zeros(len(items), bool))
         for m in self.per_modality:
-            self.per_modality[m] = np.concatenate([self.per_modality[m], per[m]])
-            self.masks[m] = np.concatenate([self.masks[m], masks[m]])
-        self.fused = np.concatenate([self.fused, fused])
-        self._extend_columns(n_old)
+            self.per_modality[m] = self._appended(f"proj:{m}", self.per_modality[m], per[m])
+            self.masks[m] = self._appended(f"mask:{m}", self.masks[m], masks[m])
+        self.fused = self._appended("fused", self.fused, fused)
         self._extend_item_state(n_old)
 
+    def _appended(self, key: str, current: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """``current`` + ``values`` as a read-only view of an append-only buffer (``current`` itself
+        when it is that buffer's view: then only ``values`` are written)."""
+        g = self._growing.get(key)
+        if g is None or not g.is_view(current):
+            g = self._growing[key] = Growable(current)  # copied on this first append, then doubled
+        g.append(values)
+        return g.view()
+
     def _ingest(self, interactions: Iterable[Interaction]) -> set[str]:
-        index = self._live_item_index()
+        index = self.items.index
         touched = set()
         for r in interactions:
             if r.item_id not in index:
@@ -148,23 +159,23 @@ class HybridModel(SnapshotReader):
         return touched
 
     def _interaction_matrix(self) -> sp.coo_matrix:
-        index = self._live_item_index()
-        rows, cols, vals = [], [], []
+        """Users x items summed positive weights (recency-decayed), built with numpy over all pairs."""
+        index = self.items.index
+        users, pos = self.user_ids, self.positives
+        sizes = np.fromiter((len(pos[u]) for u in users), np.int64, len(users))
+        total = int(sizes.sum())
+        rows = np.repeat(np.arange(len(users), dtype=np.int32), sizes)
+        cols = np.fromiter((index[i] for u in users for i in pos[u]), np.int32, total)
+        vals = np.fromiter((w for u in users for w in pos[u].values()), np.float64, total)
         half_life = self.recency_half_life_days
-        for u, uid in enumerate(self.user_ids):
-            pos = self.positives[uid]
-            if half_life and pos:
-                times = self.pair_time.get(uid, {})
-                newest = max(times.values(), default=0.0)
-                decay = {iid: recency_decay(newest - times.get(iid, newest), half_life) for iid in pos}
-            else:
-                decay = None
-            for iid, w in pos.items():
-                rows.append(u)
-                cols.append(index[iid])
-                vals.append(w * decay[iid] if decay is not None else w)
-        return sp.coo_matrix((np.asarray(vals, np.float32), (np.asarray(rows, np.int32), np.asarray(cols, np.int32))),
-                             shape=(len(self.user_ids), len(self.items)))
+        if half_life and total:
+            empty: dict = {}
+            newest = np.fromiter((max(self.pair_time.get(u, empty).values(), default=0.0) for u in users),
+                                 np.float64, len(users))[rows]
+            when = np.fromiter((self.pair_time.get(u, empty).get(i, np.nan) for u in users for i in pos[u]),
+                               np.float64, total)
+            vals = vals * recency_decay(newest - np.where(np.isnan(when), newest, when), half_life)
+        return sp.coo_matrix((vals.astype(np.float32), (rows, cols)), shape=(len(self.user_ids), len(self.items)))
 
     def _item_features(self, assign: SoftAssignment, identity: Sequence[bool] | None = None,
                        rows: Sequence[int] | None = None) -> sp.csr_matrix:
@@ -173,7 +184,7 @@ class HybridModel(SnapshotReader):
         identity = self.item_has_identity if identity is None else identity
         rows = range(len(self.items)) if rows is None else rows
         reserve_cold = ("identity",) if self.weights.cold_keeps_scale else ()
-        feats = [combine(item_feature_groups(self.items[i], identity[i], assign.clusters[n], assign.weights[n],
+        feats = [combine(item_feature_groups(self.items.keys(i), bool(identity[i]), assign.clusters[n], assign.weights[n],
                                              self.constant_groups), self.weights,
                          reserve=() if identity[i] else reserve_cold)
                  for n, i in enumerate(rows)]
@@ -195,8 +206,17 @@ class HybridModel(SnapshotReader):
 
     def _keep_item_state(self, keep: np.ndarray) -> None:
         """Keep only rows ``keep`` (bool mask) of the cached state (items removed)."""
-        if self._item_rows is not None:
-            self._item_rows = self._item_rows.kept(keep)
+        cached = self._item_rows
+        if cached is None:
+            return
+        self._item_rows = cached.kept(keep)
+        reprs = self._reprs
+        if reprs is not None and reprs.features is cached.features and len(reprs.repr) == len(keep):
+            # A row's representation depends only on its own feature row and LightFM's parameters:
+            # the kept rows keep theirs (no recomputation, same numbers as a rebuild).
+            kept_repr, kept_bias = reprs.repr[keep], reprs.bias[keep]
+            kept_repr.flags.writeable = kept_bias.flags.writeable = False
+            self._reprs = replace(reprs, features=self._item_rows.features, repr=kept_repr, bias=kept_bias)
 
     def _rebuild_item_rows(self, changed: Sequence[int]) -> None:
         """Recompute the feature rows of items ``changed`` (their identity flag flipped)."""
@@ -240,11 +260,11 @@ class HybridModel(SnapshotReader):
                 # Items with feedback get (and keep) an identity feature when training can learn it;
                 # until then a new item is scored from content alone, at full content weight.
                 counts = np.asarray((inter > 0).sum(axis=0)).ravel()
-                fresh = [i for i in np.flatnonzero(counts > 0) if not self.item_has_identity[i]]
-                if fresh:
-                    flags = list(self.item_has_identity)
-                    for i in fresh:
-                        flags[i] = True
+                fresh = np.flatnonzero((counts > 0) & ~np.asarray(self.item_has_identity, bool))
+                if fresh.size:
+                    flags = np.array(self.item_has_identity, bool)
+                    flags[fresh] = True
+                    flags.flags.writeable = False
                     self.item_has_identity = flags
                     self._rebuild_item_rows(fresh)
             state = self._item_state()
@@ -260,9 +280,10 @@ class HybridModel(SnapshotReader):
             t0 = time.perf_counter()
             if epochs > 0 and coo.nnz:
                 self._trained_version += 1
-                self._run_epochs(ones, weights, user_x, item_x, epochs, progress)
+                # LightFM's Cython wants writable buffers; item_x shares the read-only append-only ones.
+                self._run_epochs(ones, weights, user_x, item_x.copy(), epochs, progress)
                 self.trained_users = self.trained_users | {self.user_ids[u] for u in np.unique(coo.row)}
-                content_x = self._item_features(tokens, identity=[False] * len(self.items))
+                content_x = self._item_features(tokens, identity=np.zeros(len(self.items), bool))
                 content_x.resize(item_x.shape)  # same columns: content rows never add a feature
                 self._fit_cold_map(content_x, item_x, np.asarray(inter.getnnz(axis=0)))
             self.fit_seconds += time.perf_counter() - t0
@@ -300,21 +321,69 @@ class HybridModel(SnapshotReader):
         seen.data = np.ones_like(seen.data, dtype=np.float32)
         cluster_cols = np.array([self.user_fidx.col(f"c:{c}") if f"c:{c}" in self.user_fidx else -1
                                  for c in range(self.codebook.size)], np.int64)
-        cols = self._columns()
+        view = self.items.view()
         # Item content arrays are shared with the model, not copied: writers replace them (never
         # write in place), and read-only flags turn any accidental in-place write into an error.
         for arr in (self.fused, *self.per_modality.values(), *self.masks.values()):
             arr.flags.writeable = False
         self._snap = Snapshot(
-            item_ids=cols.ids, item_types=cols.types,
+            item_ids=view.ids, item_types=view.types,
             item_repr=item_repr, item_bias=item_bias,
             user_ids=tuple(self.user_ids), user_repr=np.asarray(user_repr, np.float32),
             user_bias=np.asarray(user_bias, np.float32), user_feature_emb=np.asarray(user_emb, np.float32),
             user_feature_bias=np.asarray(user_b, np.float32), user_cluster_cols=cluster_cols, seen=seen,
             counts=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32), fused=self.fused,
             per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=assign, user_interest=interest,
-            item_index=cols.index, user_index={uid: u for u, uid in enumerate(self.user_ids)},
-            user_trained=np.array([uid in self.trained_users for uid in self.user_ids], bool))
+            item_index=view.index, user_index={uid: u for u, uid in enumerate(self.user_ids)},
+            user_trained=np.array([uid in self.trained_users for uid in self.user_ids], bool), items=view)
+
+    def _publish_appended(self, n_old: int) -> bool:
+        """Publish items ``n_old:`` (just appended) by extending the current snapshot's item fields:
+        nothing user-side depends on an item without interactions, so this equals a full ``_refresh``
+        at O(appended) cost. False (nothing published) when the snapshot is not this catalogue's
+        ``n_old``-row prefix or the item rows are not cached."""
+        snap = self._snap
+        if (snap is None or self._item_rows is None or not isinstance(snap.items, CatalogView)
+                or snap.items.catalog is not self.items or snap.items.n != n_old):
+            return False
+        state = self._item_state()
+        item_x = state.features
+        lfm = self.lfm
+        if lightfm_state.is_initialised(lfm):
+            lightfm_state.grow(lfm, item_x.shape[1], lfm.user_embeddings.shape[0])  # new tags: zero rows
+            item_repr, item_bias = self._item_representations(item_x)
+        else:
+            k = self.model_cfg.no_components
+            item_repr, item_bias = np.zeros((item_x.shape[0], k), np.float32), np.zeros(item_x.shape[0], np.float32)
+        view = self.items.view()
+        seen = sp.csr_matrix((snap.seen.data, snap.seen.indices, snap.seen.indptr), shape=(snap.seen.shape[0], view.n))
+        counts = self._appended("counts", snap.counts, np.zeros(view.n - n_old, np.float32))
+        for arr in (*self.per_modality.values(), *self.masks.values()):
+            arr.flags.writeable = False
+        self._snap = replace(snap, item_ids=view.ids, item_types=view.types, item_repr=item_repr, item_bias=item_bias,
+                             seen=seen, counts=counts, fused=self.fused, per_modality=dict(self.per_modality),
+                             masks=dict(self.masks), item_assign=state.assign, item_index=view.index, items=view)
+        return True
+
+    def _publish_kept(self, keep: np.ndarray) -> bool:
+        """Publish the current snapshot minus the rows not in ``keep`` (items without positives were
+        removed): user vectors, interests and clusters do not depend on them, so this equals a full
+        ``_refresh`` without its user-side work. False (nothing published) when the snapshot is not
+        the one ``keep`` was taken over or the item rows are not cached."""
+        snap = self._snap
+        if snap is None or self._item_rows is None or len(snap.item_ids) != len(keep):
+            return False
+        state = self._item_state()
+        item_repr, item_bias = self._item_representations(state.features)
+        view = self.items.view()
+        counts = snap.counts[keep]
+        for arr in (self.fused, *self.per_modality.values(), *self.masks.values(), counts):
+            arr.flags.writeable = False
+        self._snap = replace(snap, item_ids=view.ids, item_types=view.types, item_repr=item_repr, item_bias=item_bias,
+                             seen=snap.seen[:, keep].tocsr(), counts=counts, fused=self.fused,
+                             per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=state.assign,
+                             item_index=view.index, items=view)
+        return True
 
     def _item_representations(self, item_x: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
         """LightFM item representations and biases (cold items mapped from content), read-only;
@@ -337,9 +406,9 @@ class HybridModel(SnapshotReader):
             a = self.cold_map_weight
             item_repr[cold] = a * pred_repr + (1 - a) * item_repr[cold]
             item_bias[cold] = a * pred_bias + (1 - a) * item_bias[cold]
-        if start:
-            item_repr = np.concatenate([cached.repr, item_repr])
-            item_bias = np.concatenate([cached.bias, item_bias])
+        if start:  # appended rows only: extend the cached arrays' buffers
+            item_repr = self._appended("repr", cached.repr, item_repr)
+            item_bias = self._appended("bias", cached.bias, item_bias)
         item_repr.flags.writeable = False
         item_bias.flags.writeable = False
         self._reprs = ItemReprs(item_x, self._trained_version, self.cold_map, self.cold_map_weight,
@@ -355,27 +424,36 @@ class HybridModel(SnapshotReader):
         per = self.space.project_items(emb)
         masks = {m: (emb.masks[m].copy() if m in emb.masks else np.zeros(len(emb), bool)) for m in per}
         with self._lock:
+            n_old = len(self.items)
             self._append_items(items, per, masks, self.space.fuse_projected(per, masks))
-            self._refresh()
+            if not self._publish_appended(n_old):
+                self._refresh()
 
     def remove_items(self, item_ids: Sequence[str]) -> None:
         with self._lock:
             drop = set(item_ids)
-            unknown = drop - set(self._live_item_index())
+            index = self.items.index
+            unknown = [i for i in drop if i not in index]
             if unknown:
                 raise UnknownItemError(f"unknown item ids: {shown_list(sorted(unknown))}")
-            keep = np.array([it.item_id not in drop for it in self.items])
-            self.items = [it for it, k in zip(self.items, keep) if k]
-            self.item_has_identity = [h for h, k in zip(self.item_has_identity, keep) if k]
+            keep = np.ones(len(self.items), bool)
+            keep[np.fromiter((index[i] for i in drop), np.int64, len(drop))] = False
+            self.items = self.items.kept(keep)  # a new catalogue: snapshots keep the old one
+            self._growing.clear()  # every item array is replaced below: drop the old buffers now
+            self.item_has_identity = self.item_has_identity[keep]
             self.per_modality = {m: v[keep] for m, v in self.per_modality.items()}
             self.masks = {m: v[keep] for m, v in self.masks.items()}
             self.fused = self.fused[keep]
             self._keep_item_state(keep)
+            liked = 0
             for table in (self.positives, self.pair_time):
                 for row in table.values():
                     for iid in drop & row.keys():
                         del row[iid]
-            self._refresh()
+                        liked += 1
+            # Items nobody liked leave every user's state as it was: publish by removing their rows.
+            if liked or not self._publish_kept(keep):
+                self._refresh()
 
     def add_interactions(self, interactions: Iterable[Interaction]) -> None:
         """Record feedback. Seen-items and interest tokens update at once; embeddings at ``fit_partial``."""
@@ -405,38 +483,48 @@ class HybridModel(SnapshotReader):
 
     # ================================================================== item columns
     def _live_item_index(self) -> dict[str, int]:
-        return self._columns().index
+        return self.items.index
 
-    def _extend_columns(self, n_old: int) -> None:
-        old = self._columns_cache
-        if old is not None and len(old.ids) == n_old:
-            self._columns_cache = old.extended(self.items)
-
-    def _columns(self) -> ItemColumns:
-        """Ids, types and id -> row of ``self.items``, built once per items list (writers replace
-        the list, never mutate it), so feedback and snapshots do not rebuild them per call."""
-        cols = self._columns_cache
-        if cols is None or cols.items is not self.items:
-            cols = self._columns_cache = ItemColumns.of(self.items)
-        return cols
+    def item(self, item_id: str) -> Item | None:
+        """The live catalogue's ``Item`` for ``item_id`` (built on demand), or None."""
+        row = self.items.index.get(item_id)
+        return None if row is None else self.items.item(row)
 
     def item_title(self, item_id: str) -> str:
         """The live catalogue's title of ``item_id`` (the id itself once the item is gone)."""
-        cols = self._columns()
-        return self.items[cols.index[item_id]].title if item_id in cols.index else item_id
+        row = self.items.index.get(item_id)
+        return item_id if row is None else self.items.strings["title"].get(row)
 
     # ================================================================== persistence
     def export_state(self) -> ModelState:
         """A consistent copy of the model's state (no writer runs while it is taken), for saving."""
         with self._lock:
-            return ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState)})
+            st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState)
+                               if f.name not in CACHE_FIELDS})
+            st.items = self.items.view()  # the rows of now: appends after this are not in it
+            rows, reprs, n = self._item_rows, self._reprs, len(self.items)
+            if rows is not None and rows.features.shape[0] == n:
+                st.item_rows = rows
+                if reprs is not None and reprs.reusable_rows(rows.features, self._trained_version, self.cold_map,
+                                                             self.cold_map_weight) == n:
+                    st.item_reprs = (reprs.repr, reprs.bias)
+            return st
 
     @classmethod
     def from_state(cls, st: ModelState) -> "HybridModel":
         """A model made of ``st`` (e.g. loaded by fusion/artifacts.py), published and ready to serve."""
         model = cls(st.model_cfg, st.fusion_cfg, st.space, st.codebook, st.weights, st.blend_weights)
         for f in fields(ModelState):
-            setattr(model, f.name, getattr(st, f.name))
+            if f.name not in CACHE_FIELDS:
+                setattr(model, f.name, getattr(st, f.name))
+        if st.item_rows is not None and st.item_rows.features.shape[0] == len(st.items):
+            model._item_rows = st.item_rows
+            if st.item_reprs is not None and len(st.item_reprs[0]) == len(st.items):
+                model._reprs = ItemReprs(st.item_rows.features, model._trained_version, model.cold_map,
+                                         model.cold_map_weight, *st.item_reprs)
+        if isinstance(model.items, CatalogView):  # another model's rows: a catalogue of our own
+            model.items = model.items.catalog.kept(np.arange(len(model.items.catalog)) < model.items.n)
+        model.item_has_identity = np.asarray(model.item_has_identity, bool)
         model._refresh()
         return model
 

@@ -7,41 +7,13 @@ them (they read the published ``Snapshot``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
 from fusion.codebook import SoftAssignment
-
-
-@dataclass(frozen=True)
-class ItemColumns:
-    """Ids, types and id -> row of one ``HybridModel.items`` list (writers replace the list, never
-    mutate it, so this is built once per list)."""
-
-    items: list  # the HybridModel.items list these were built from
-    ids: tuple[str, ...]
-    types: np.ndarray  # (N,) str, read-only
-    index: dict  # item id -> row
-
-    @classmethod
-    def of(cls, items: list) -> "ItemColumns":
-        ids = tuple(it.item_id for it in items)
-        types = np.array([it.type for it in items])
-        types.flags.writeable = False
-        return cls(items, ids, types, {iid: i for i, iid in enumerate(ids)})
-
-    def extended(self, items: list) -> "ItemColumns":
-        """Columns of ``items``, whose first ``len(self.ids)`` entries are this list's (C-speed copies)."""
-        n_old = len(self.ids)
-        added = items[n_old:]
-        ids = self.ids + tuple(it.item_id for it in added)
-        types = np.concatenate([self.types, np.array([it.type for it in added])])
-        types.flags.writeable = False
-        index = dict(self.index)
-        index.update((iid, n_old + i) for i, iid in enumerate(ids[n_old:]))
-        return ItemColumns(items, ids, types, index)
+from fusion.growable import Growable, GrowingCSR
 
 
 @dataclass(frozen=True)
@@ -52,10 +24,12 @@ class ItemRows:
     assign: SoftAssignment
     tokens: SoftAssignment
     features: sp.csr_matrix
+    buffers: "RowBuffers | None" = field(default=None, compare=False, repr=False)
 
     def appended(self, assign: SoftAssignment, tokens: SoftAssignment, features: sp.csr_matrix) -> "ItemRows":
-        grown = sp.vstack([widen(self.features, features.shape[1]), features], format="csr")
-        return ItemRows(concat_assign(self.assign, assign), concat_assign(self.tokens, tokens), grown)
+        """These rows and new ones, written into append-only buffers (O(new rows), amortised)."""
+        b = self.buffers if self.buffers is not None and self.buffers.ends_with(self) else RowBuffers(self)
+        return b.append(assign, tokens, features)
 
     def kept(self, keep: np.ndarray) -> "ItemRows":
         """Only rows ``keep`` (bool mask)."""
@@ -71,6 +45,29 @@ class ItemRows:
         order[changed] = n + np.arange(len(changed))
         x = sp.vstack([widen(self.features, features.shape[1]), features], format="csr")[order]
         return ItemRows(self.assign, self.tokens, x)
+
+
+class RowBuffers:
+    """The append-only buffers one line of ``ItemRows`` shares (each ``appended`` extends them)."""
+
+    def __init__(self, rows: ItemRows) -> None:
+        self.assign = (Growable(rows.assign.clusters), Growable(rows.assign.weights))
+        self.tokens = (Growable(rows.tokens.clusters), Growable(rows.tokens.weights))
+        self.features = GrowingCSR(rows.features)
+        self._last: ItemRows | None = None
+
+    def ends_with(self, rows: ItemRows) -> bool:
+        return rows is self._last
+
+    def append(self, assign: SoftAssignment, tokens: SoftAssignment, features: sp.csr_matrix) -> ItemRows:
+        for (c, w), new in ((self.assign, assign), (self.tokens, tokens)):
+            c.append(new.clusters)
+            w.append(new.weights)
+        self.features.append(features)
+        self._last = ItemRows(SoftAssignment(self.assign[0].view(), self.assign[1].view()),
+                              SoftAssignment(self.tokens[0].view(), self.tokens[1].view()),
+                              self.features.matrix(), self)
+        return self._last
 
 
 @dataclass(frozen=True)
@@ -91,10 +88,6 @@ class ItemReprs:
         same = (self.features is features and self.trained_version == trained_version
                 and self.cold_map is cold_map and self.cold_map_weight == cold_map_weight)
         return len(self.repr) if same else 0
-
-
-def concat_assign(a: SoftAssignment, b: SoftAssignment) -> SoftAssignment:
-    return SoftAssignment(np.concatenate([a.clusters, b.clusters]), np.concatenate([a.weights, b.weights]))
 
 
 def widen(x: sp.csr_matrix, width: int) -> sp.csr_matrix:

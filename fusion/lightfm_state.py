@@ -68,7 +68,8 @@ def restore(cfg: ModelConfig, arrays, prefix: str = "lfm_") -> LightFM:
     model = new_lightfm(cfg)
     if prefix + STATE_ATTRS[0] in arrays:
         for a in STATE_ATTRS:
-            setattr(model, a, np.ascontiguousarray(arrays[prefix + a], dtype=np.float32))
+            # A private, writable copy: fit_partial trains these in place (the saved ones may be memory-mapped).
+            setattr(model, a, np.array(arrays[prefix + a], dtype=np.float32, order="C"))
         if model.item_embeddings.shape[1] != cfg.no_components:
             raise ValueError(f"saved LightFM state has {model.item_embeddings.shape[1]} components, "
                              f"config says {cfg.no_components}")

@@ -15,9 +15,9 @@ from lightfm import LightFM
 from fusion.codebook import Codebook
 from fusion.cold_items import ContentToCollab
 from fusion.features import FeatureIndex, FeatureWeights
+from fusion.item_state import ItemRows
 from fusion.query import QueryBlend
 from fusion.shared_space import SharedSpace
-from mixrec.catalog import Item
 from mixrec.config import FusionConfig, ModelConfig
 
 
@@ -29,8 +29,8 @@ class ModelState:
     codebook: Codebook
     weights: FeatureWeights
     blend_weights: QueryBlend
-    items: list[Item]
-    item_has_identity: list[bool]
+    items: object  # fusion.item_catalog.ItemCatalog (loaded) or CatalogView (exported: the rows of then)
+    item_has_identity: np.ndarray  # (N,) bool
     per_modality: dict[str, np.ndarray]  # modality -> (N, D) projections
     masks: dict[str, np.ndarray]  # modality -> (N,) bool
     fused: np.ndarray  # (N, D)
@@ -45,3 +45,11 @@ class ModelState:
     fit_seconds: float
     cold_map: ContentToCollab | None
     cold_map_weight: float
+    # The writer's per-item cache (assignments, tokens, LightFM feature rows), when it covers every item:
+    # saved so a load does not rebuild a million feature rows in Python.
+    item_rows: ItemRows | None = None
+    # LightFM representations / biases of those rows, when current (with them a load computes none).
+    item_reprs: tuple[np.ndarray, np.ndarray] | None = None
+
+
+CACHE_FIELDS = ("item_rows", "item_reprs")  # the writer's caches, not attributes of the model

@@ -35,7 +35,11 @@ class UnknownItemError(NotFoundError):
 class Snapshot:
     """Everything scoring needs, row-aligned: item rows ``0..N-1``, user rows ``0..U-1``.
 
-    Items: ``item_ids`` / ``item_types`` / ``item_index`` (id -> row); ``item_repr`` (N, k) and
+    Items: ``item_ids`` / ``item_types`` / ``item_index`` (id -> row); ``items`` their metadata columns
+    (``items[row]`` builds that row's ``Item``). ``item_ids`` is a sequence (``len``, indexing, ``==``
+    with another sequence of ids) and ``item_index`` a read-only mapping: views of append-only
+    columns bounded to this snapshot's rows, so publishing appended items copies neither;
+    ``item_repr`` (N, k) and
     ``item_bias`` (N,) are LightFM's item representations (cold items mapped from content);
     ``fused`` (N, D) the unit shared-space vectors (zero rows for items without content), with
     ``per_modality`` / ``masks`` the per-modality projections; ``item_assign`` the soft interest
@@ -70,6 +74,7 @@ class Snapshot:
     item_index: dict
     user_index: dict
     user_trained: np.ndarray
+    items: object = None  # fusion.item_catalog.CatalogView: the metadata of rows 0..N-1 (Items on demand)
 
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(biases (N,), embeddings (N, k)), as LightFM's ``get_item_representations``."""

@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -37,31 +38,34 @@ HNSW_M, EF_CONSTRUCTION, EF_SEARCH = 16, 80, 128
 
 @dataclass(frozen=True)
 class SnapshotMeta:
-    """Row-aligned item metadata for one list of item ids, built once per catalog change."""
+    """Row-aligned item metadata of one snapshot, from its item columns (fusion/item_catalog.py):
+    type codes, rows per type and per tag. Extended, not rebuilt, when a snapshot only appends rows."""
 
-    ids: tuple[str, ...]
-    items: tuple  # mixrec.catalog.Item per row
+    ids: Sequence[str]  # the snapshot's item_ids
+    items: Sequence  # mixrec.catalog.Item per row, built on demand (a CatalogView)
     type_codes: np.ndarray  # (N,) int8 index into ITEM_TYPES
     rows_by_type: tuple[np.ndarray, ...]  # per ITEM_TYPES entry: its rows, ascending
     tag_rows: dict[str, np.ndarray]
 
     @classmethod
-    def build(cls, ids: tuple[str, ...], item_types, items_by_id: dict) -> "SnapshotMeta":
-        """``items_by_id`` comes from the live model: an item removed since the snapshot was published
-        gets a bare stand-in (id, type), as the snapshot still scores it until the next one."""
-        from mixrec.catalog import Item
-
-        items = tuple(items_by_id.get(i) or Item.model_construct(item_id=i, type=str(t), title=i, description="",
-                                                                 tags=[], category=None)
-                      for i, t in zip(ids, item_types))
-        code = {t: c for c, t in enumerate(ITEM_TYPES)}
-        type_codes = np.fromiter((code[it.type] for it in items), np.int8, len(items))
-        by_tag: dict[str, list[int]] = {}
-        for r, it in enumerate(items):
-            for t in set(it.tags):
-                by_tag.setdefault(t, []).append(r)
-        return cls(ids, items, type_codes, tuple(np.flatnonzero(type_codes == c) for c in range(len(ITEM_TYPES))),
-                   {t: np.asarray(r, np.int64) for t, r in by_tag.items()})
+    def build(cls, snap, previous: "SnapshotMeta | None" = None) -> "SnapshotMeta":
+        """``snap``'s metadata; O(rows appended) when ``previous`` is the metadata of a prefix of its rows."""
+        view = snap.items
+        n = len(view)
+        codes = view.type_codes
+        tag_codes, tag_ends, names = view.tag_csr()
+        if previous is not None and len(previous.ids) <= n and view.ids[:len(previous.ids)] == previous.ids:
+            n0 = len(previous.ids)
+            by_type = tuple(np.concatenate([old, n0 + np.flatnonzero(codes[n0:] == c)])
+                            for c, old in enumerate(previous.rows_by_type))
+            tag_rows = dict(previous.tag_rows)
+            lo = int(tag_ends[n0 - 1]) if n0 else 0
+            for name, rows in _rows_per_tag(tag_codes[lo:], tag_ends[n0:] - lo, names, n0).items():
+                old = tag_rows.get(name)
+                tag_rows[name] = rows if old is None else np.concatenate([old, rows])
+            return cls(view.ids, view, codes, by_type, tag_rows)
+        return cls(view.ids, view, codes, tuple(np.flatnonzero(codes == c) for c in range(len(ITEM_TYPES))),
+                   _rows_per_tag(tag_codes, tag_ends, names, 0))
 
     def tag_mask(self, tags) -> np.ndarray:
         mask = np.zeros(len(self.ids), bool)
@@ -70,6 +74,18 @@ class SnapshotMeta:
             if rows is not None:
                 mask[rows] = True
         return mask
+
+
+def _rows_per_tag(codes: np.ndarray, ends: np.ndarray, names: list[str], first_row: int) -> dict[str, np.ndarray]:
+    """Tag name -> ascending rows (``first_row`` + position) of a tag-code CSR, vectorised."""
+    if codes.size == 0:
+        return {}
+    lengths = np.diff(np.concatenate([[0], ends]))
+    rows = np.repeat(np.arange(len(ends), dtype=np.int64), lengths)
+    key = np.unique(codes.astype(np.int64) * len(ends) + rows)  # a row lists a tag once; sorted by tag, row
+    tag, row = np.divmod(key, len(ends))
+    cut = np.flatnonzero(np.diff(tag)) + 1
+    return {names[int(t[0])]: first_row + r for t, r in zip(np.split(tag, cut), np.split(row, cut))}
 
 
 def single_threaded_blas() -> None:

@@ -175,9 +175,8 @@ class RecommenderEngine:
             recs = self.model.similar_items(item_id, k=k, types=types)
         except UnknownItemError:
             raise NotFoundError(f"unknown item {shown(item_id)}") from None
-        by_id = {it.item_id: it for it in self.model.items}
         return {"item_id": item_id, "items": [
-            {"item_id": r.item_id, "type": r.type, "title": by_id[r.item_id].title, "score": round(r.score, 6),
+            {"item_id": r.item_id, "type": r.type, "title": self.model.item_title(r.item_id), "score": round(r.score, 6),
              "explanation": r.explanation} for r in recs]}
 
     def user_interests(self, user_id: str, top: int = 10) -> dict:

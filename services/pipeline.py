@@ -99,19 +99,19 @@ class RankingPipeline:
         return [ITEM_TYPES.index(t) for t in spec.types], pool
 
     def meta(self, snap: Snapshot) -> SnapshotMeta:
-        """Row-aligned item metadata for ``snap``; rebuilt only when its item ids change."""
+        """Row-aligned item metadata for ``snap``; rebuilt only when its item ids change (extended when rows were appended)."""
         meta = self._snap_meta
         if meta is None or not (meta.ids is snap.item_ids or meta.ids == snap.item_ids):
-            by_id = {it.item_id: it for it in self.model_of().items}
-            meta = self._snap_meta = SnapshotMeta.build(snap.item_ids, snap.item_types, by_id)
+            meta = self._snap_meta = SnapshotMeta.build(snap, previous=meta)
         return meta
 
     def item_table(self) -> ItemTable:
         meta = self.meta(self.model_of().snapshot)
         cached = self._table
         if cached is None or cached[0] is not meta:
-            self._table = cached = (meta, ItemTable(meta.ids, [it.type for it in meta.items],
-                                                    [it.tags for it in meta.items]))
+            view = meta.items  # item columns: no Item per row
+            self._table = cached = (meta, ItemTable(meta.ids, view.types.tolist(),
+                                                    [view.catalog.tag_names(r) for r in range(len(view))]))
         return cached[1]
 
     @staticmethod

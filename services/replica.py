@@ -212,8 +212,7 @@ class Replica:
         fresh = {it.item_id: it for it in self.store.get_items([i for i, op in last.items() if op == "add"])}
         # An add for an id the model still holds means it was deleted and re-added (here or on another
         # replica): replace it unless the stored content is the same.
-        held = {it.item_id: it for it in self.model.items if it.item_id in fresh} if any(
-            i in index for i in fresh) else {}
+        held = {i: it for i in fresh if i in index and (it := self.model.item(i)) is not None}
         stale = [i for i, it in held.items() if it != fresh[i]]
         if dead or stale:
             self.model.remove_items(dead + stale)

@@ -73,7 +73,7 @@ def test_built_bento_holds_code_configs_and_the_trained_model(tiny_demo):
                           tiny_demo.model_tag], env={**tiny_demo.env()}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     model_dir = out.stdout.strip().splitlines()[-1]
-    assert {"arrays.npz", "meta.json"} <= {p.name for p in Path(model_dir).iterdir()}
+    assert {"arrays", "meta.json"} <= {p.name for p in Path(model_dir).iterdir()}
     assert (tiny_demo.artifacts_dir / "meta.json").is_file()
 
 

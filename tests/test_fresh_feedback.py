@@ -128,19 +128,10 @@ def test_fold_in_weights_recent_events_more(synthetic):
     assert [_category(cat, i) for i in top[:3]] == ["running"] * 3
 
 
-def test_training_recency_and_old_artifacts_load(synthetic, tmp_path):
+def test_training_recency(synthetic, tmp_path):
     cat, artifacts = synthetic
     model = HybridModel.load(artifacts)
     assert model.trained_users == set(model.user_ids)
-    # artifacts written before this change have no pos_time / user_trained arrays: still load
-    arrays = dict(np.load(artifacts / "arrays.npz"))
-    old = tmp_path / "old"
-    old.mkdir()
-    (old / "meta.json").write_text((artifacts / "meta.json").read_text())
-    np.savez(old / "arrays.npz", **{k: v for k, v in arrays.items() if k not in ("pos_time", "user_trained")})
-    legacy = HybridModel.load(old)
-    assert legacy.trained_users == set(legacy.user_ids)
-    np.testing.assert_allclose(legacy.snapshot.user_repr, model.snapshot.user_repr)
     # training-time recency: the matrix weights decay with age from the user's newest event
     model.recency_half_life_days = 1.0
     uid = model.user_ids[0]

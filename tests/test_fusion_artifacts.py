@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fusion.artifacts import ARRAYS_FILE, META_FILE, ArtifactError
+from fusion.artifacts import ARRAYS_DIR, META_FILE, ArtifactError
 from fusion.hybrid import HybridModel
 from fusion.query import Query
 from fusion.shared_space import IncompatibleEmbeddingsError
@@ -40,10 +40,12 @@ def assert_same_scores(a: HybridModel, b: HybridModel, catalog) -> None:
 
 def test_round_trip_gives_identical_scores(tmp_path, trained, catalog):
     trained.save(tmp_path / "art")
-    # Safe formats only: json + npz that loads without pickle.
+    # Safe formats only: json + .npy files that load without pickle.
     json.loads((tmp_path / "art" / META_FILE).read_text())
-    with np.load(tmp_path / "art" / ARRAYS_FILE, allow_pickle=False) as z:
-        assert "lfm_item_embeddings" in z.files and "lfm_item_embedding_gradients" in z.files
+    names = {p.stem for p in (tmp_path / "art" / ARRAYS_DIR).glob("*.npy")}
+    assert {"lfm_item_embeddings", "lfm_item_embedding_gradients", "item_id_bytes", "item_title_ends"} <= names
+    for p in (tmp_path / "art" / ARRAYS_DIR).glob("*.npy"):
+        np.load(p, allow_pickle=False)
     back = HybridModel.load(tmp_path / "art", expected_encoders=catalog.embeddings.encoders)
     assert_same_scores(trained, back, catalog)
     assert back.weights == trained.weights and back.blend_weights == trained.blend_weights

@@ -9,7 +9,7 @@ Layout of ``data_dir``::
     items.jsonl, interactions.csv, users.jsonl, media/   the catalog (tools.demo.catalog)
     demo.json                                            what generated it (seed, sizes)
     embeddings.npz + embeddings.json                     native-space vectors + their cache key
-    artifacts/                                           the trained HybridModel (meta.json, arrays.npz)
+    artifacts/                                           the trained HybridModel (meta.json, arrays/*.npy)
     state/<model version>/                               the served Bento's database, media, checkpoints
 """
 

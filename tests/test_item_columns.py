@@ -1,0 +1,204 @@
+"""Columnar item state (fusion/item_catalog.py), append-only writes and the memory-mapped artifact format."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fusion.artifacts import ARRAYS_DIR, META_FILE, ArtifactError
+from fusion.hybrid import HybridModel
+from fusion.item_catalog import IdColumn, ItemCatalog
+from fusion.synthetic import make_catalog
+from mixrec.catalog import Item
+from services.candidates import SnapshotMeta
+from test_fusion_artifacts import assert_same_scores
+from test_fusion_hybrid import new_items, small_config
+
+ODD = [Item(item_id="a", type="product", title="Tente légère ⛺", description="two\nlines", tags=["x", "y", "x"],
+            category="outdoor", image="media/a.png"),
+       Item(item_id="b", type="audio", title="b", tags=[], audio="media/b.wav"),
+       Item(item_id="c", type="video", title="c", description="", tags=["y"], category=None, video="v.mp4",
+            image="")]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog(n_items=120, n_users=60, seed=4)
+
+
+@pytest.fixture
+def model(catalog):
+    return HybridModel.train(catalog.items, catalog.embeddings, catalog.interactions, small_config(epochs=3))
+
+
+def fields(it: Item) -> dict:
+    return it.model_dump()
+
+
+def test_catalog_rows_give_back_the_items():
+    cat = ItemCatalog.of(ODD[:2])
+    cat.append(ODD[2:])
+    assert [fields(cat.item(r)) for r in range(3)] == [fields(it) for it in ODD]
+    assert cat.index == {"a": 0, "b": 1, "c": 2}
+    kept = cat.kept(np.array([True, False, True]))
+    assert [fields(it) for it in kept] == [fields(ODD[0]), fields(ODD[2])]
+    assert kept.index == {"a": 0, "c": 1} and len(cat) == 3  # the old catalogue is untouched
+    back = ItemCatalog.from_arrays(cat.arrays(2), cat.vocabularies())
+    assert [fields(it) for it in back] == [fields(it) for it in ODD[:2]]
+
+
+def test_a_view_never_sees_later_appends():
+    cat = ItemCatalog.of(ODD[:1])
+    view = cat.view()
+    cat.append(ODD[1:])
+    assert len(view) == 1 and list(view.ids) == ["a"] and "b" not in view.index and view.index.get("c") is None
+    assert dict(view.index) == {"a": 0} and list(view.types) == ["product"]
+    full = cat.view()
+    assert full.ids[:1] == view.ids and full.ids != view.ids and full.ids == ("a", "b", "c")
+    assert ("a", "b", "c") == full.ids and IdColumn(["a", "b"], 2) == ["a", "b"]
+    assert full.ids[1] == "b" and full.ids[-1] == "c" and full.ids[1:] == ("b", "c")
+    with pytest.raises(IndexError):
+        view.ids[1]
+
+
+def test_adding_items_extends_the_snapshot_without_copying_it(model, catalog):
+    items, emb = new_items(catalog, "jazz", 3, seed=1, prefix="one")
+    model.add_items(items, emb)  # first append: the loaded arrays move into growable buffers
+    before = model.snapshot
+    items, emb = new_items(catalog, "rock", 2, seed=2, prefix="two")
+    model.add_items(items, emb)
+    after = model.snapshot
+    # Nothing user-side is recomputed and the item arrays are the same buffers, extended.
+    assert after.user_repr is before.user_repr and after.user_interest is before.user_interest
+    for name in ("fused", "item_repr", "item_bias", "counts"):
+        assert np.shares_memory(getattr(after, name), getattr(before, name)), name
+    assert np.shares_memory(after.item_assign.clusters, before.item_assign.clusters)
+    # The earlier snapshot still reads as it was published.
+    assert len(before.item_ids) == len(before.fused) == len(after.item_ids) - 2
+    assert "two0" not in before.item_index and after.item_index["two1"] == len(after.item_ids) - 1
+    assert after.items[after.item_index["two0"]].title == "fresh rock 0"
+
+
+def test_appended_snapshot_equals_a_full_rebuild(tmp_path, model, catalog):
+    for seed in range(3):
+        items, emb = new_items(catalog, ("jazz", "rock", "cooking")[seed], 4, seed=seed, prefix=f"s{seed}-")
+        model.add_items(items, emb)
+    rebuilt = HybridModel.from_state(model.export_state())  # the full publish path
+    a, b = model.snapshot, rebuilt.snapshot
+    for name in ("item_repr", "item_bias", "fused", "counts", "user_repr", "user_interest"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.item_ids == b.item_ids and list(a.item_types) == list(b.item_types)
+    assert (a.seen != b.seen).nnz == 0 and a.seen.shape == b.seen.shape
+    assert_same_scores(model, rebuilt, catalog)
+    model.save(tmp_path / "art")
+    assert_same_scores(model, HybridModel.load(tmp_path / "art"), catalog)
+    # Training after appends still matches a reload of the same state.
+    model.fit_partial(epochs=1)
+    model.save(tmp_path / "again")
+    assert_same_scores(model, HybridModel.load(tmp_path / "again"), catalog)
+
+
+def test_removing_then_adding_matches_a_rebuild(model, catalog):
+    model.remove_items([catalog.items[3].item_id, catalog.items[7].item_id])
+    items, emb = new_items(catalog, "jazz", 2, seed=5, prefix="after")
+    model.add_items(items, emb)
+    assert catalog.items[3].item_id not in model.snapshot.item_index
+    assert_same_scores(model, HybridModel.from_state(model.export_state()), catalog)
+
+
+def test_loaded_arrays_are_memory_mapped(tmp_path, model):
+    model.save(tmp_path / "art")
+    meta = json.loads((tmp_path / "art" / META_FILE).read_text())
+    assert "items" not in meta and "user_ids" not in meta  # nothing per item in the json
+    back = HybridModel.load(tmp_path / "art")
+
+    def mapped(a) -> bool:
+        while a is not None:
+            if isinstance(a, np.memmap):
+                return True
+            a = a.base
+        return False
+
+    snap = back.snapshot
+    assert mapped(snap.fused) and all(mapped(v) for v in snap.per_modality.values())
+    assert mapped(back.items.type_codes.view()) and mapped(back.items.strings["title"].blob.view())
+
+
+def test_format_1_artifacts_ask_for_a_retrain(tmp_path, model):
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / META_FILE).write_text(json.dumps({"format_version": 1, "kind": "mixrec-hybrid", "items": []}))
+    np.savez(old / "arrays.npz", fused=np.zeros((1, 2), np.float32))
+    with pytest.raises(ArtifactError, match="v1 is not supported.*retrain"):
+        HybridModel.load(old)
+    model.save(tmp_path / "new")
+    (tmp_path / "new" / ARRAYS_DIR / "item_type.npy").unlink()
+    with pytest.raises(KeyError):
+        HybridModel.load(tmp_path / "new")
+
+
+def test_snapshot_meta_extends_like_a_full_build(model, catalog):
+    first = SnapshotMeta.build(model.snapshot)
+    items, emb = new_items(catalog, "jazz", 3, seed=3, prefix="m")
+    items[0] = items[0].model_copy(update={"tags": ["jazz", "brand-new-tag"], "type": "audio"})
+    model.add_items(items, emb)
+    grown = SnapshotMeta.build(model.snapshot, previous=first)
+    full = SnapshotMeta.build(model.snapshot)
+    assert grown.ids == full.ids
+    for a, b in zip(grown.rows_by_type, full.rows_by_type):
+        np.testing.assert_array_equal(a, b)
+    assert grown.tag_rows.keys() == full.tag_rows.keys()
+    for t in full.tag_rows:
+        np.testing.assert_array_equal(grown.tag_rows[t], full.tag_rows[t])
+    assert grown.items[len(grown.ids) - 3].tags == ["jazz", "brand-new-tag"]
+
+
+def test_removing_items_nobody_liked_keeps_the_user_side(model, catalog):
+    items, emb = new_items(catalog, "jazz", 5, seed=6, prefix="unliked")
+    model.add_items(items, emb)
+    unliked = ["unliked0", "unliked2", "unliked4"]
+    before = model.snapshot
+    model.remove_items(unliked)
+    after = model.snapshot
+    assert after.user_repr is before.user_repr and after.user_interest is before.user_interest
+    assert len(after.item_ids) == len(before.item_ids) - 3 and not set(unliked) & set(after.item_ids)
+    rebuilt = HybridModel.from_state(model.export_state())
+    for name in ("item_repr", "item_bias", "fused", "counts", "user_repr"):
+        np.testing.assert_array_equal(getattr(after, name), getattr(rebuilt.snapshot, name), err_msg=name)
+    assert (after.seen != rebuilt.snapshot.seen).nnz == 0
+    assert_same_scores(model, rebuilt, catalog)
+    # Removing a liked item goes the full way (users' interests change) and still matches a rebuild.
+    model.remove_items([catalog.interactions[0].item_id])
+    assert_same_scores(model, HybridModel.from_state(model.export_state()), catalog)
+
+
+def test_a_load_reuses_the_saved_feature_rows(tmp_path, model, catalog):
+    model.fit_partial(epochs=1)
+    model.save(tmp_path / "art")
+    back = HybridModel.load(tmp_path / "art")
+    assert back._item_rows is not None and (back._item_rows.features != model._item_rows.features).nnz == 0
+    assert isinstance(back.snapshot.item_repr.base, np.memmap) or isinstance(back.snapshot.item_repr, np.memmap)
+    np.testing.assert_array_equal(back._item_rows.tokens.clusters, model._item_rows.tokens.clusters)
+    assert_same_scores(model, back, catalog)
+    # A loaded model keeps writing on top of the mapped rows.
+    items, emb = new_items(catalog, "jazz", 2, seed=8, prefix="late")
+    back.add_items(items, emb)
+    model.add_items(items, emb)
+    assert_same_scores(model, back, catalog)
+
+
+def test_growable_views_are_prefixes_that_later_appends_never_change():
+    from fusion.growable import Growable
+
+    g = Growable(np.arange(3, dtype=np.int64))
+    first = g.view()
+    with pytest.raises(ValueError):
+        first[0] = 9  # read-only
+    for k in range(10):
+        g.append(np.full(5, k))
+    assert list(first) == [0, 1, 2] and len(g.view()) == 53 and list(g.view()[:3]) == [0, 1, 2]
+    stale = g.view()[:10]
+    g._view = stale  # a view cached by a reader that raced an append: never handed out
+    assert len(g.view()) == 53
