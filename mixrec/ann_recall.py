@@ -5,8 +5,9 @@ in ``every``, a queue put); a daemon thread re-runs the sampled search exactly o
 index and filter and keeps the recall of the last ``window`` samples. A full queue drops the
 sample: measuring never slows or blocks a request.
 
-Recall here is ``|ann ∩ exact| / |exact|`` for the k the search asked for: the recall of the
-candidate search itself, before the exact re-scoring and ranking the candidates go through.
+Recall here is recall@``at`` (10) of the candidate search itself: of the exact top-10 for the same
+query and filter, the share the ANN answer's own top-10 holds (both are sorted best first), before
+the exact re-scoring and ranking the candidates go through.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ log = logging.getLogger("mixrec.ann_recall")
 
 
 class RecallSampler:
-    def __init__(self, every: int = 50, window: int = 500, queue_size: int = 8) -> None:
-        if every < 1 or window < 1:
-            raise ValueError("every and window must be >= 1")
-        self.every, self.window = every, window
+    def __init__(self, every: int = 50, window: int = 500, queue_size: int = 8, at: int = 10) -> None:
+        if every < 1 or window < 1 or at < 1:
+            raise ValueError("every, window and at must be >= 1")
+        self.every, self.window, self.at = every, window, at
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._recalls: deque[float] = deque(maxlen=window)
         self._offered = 0
@@ -53,9 +54,9 @@ class RecallSampler:
         while True:
             index, q, k, mask, found = self._queue.get()
             try:
-                exact, _ = index.search_exact(q, k, mask)
+                exact, _ = index.search_exact(q, min(k, self.at), mask)
                 if exact.size:
-                    hits = np.intersect1d(found, exact, assume_unique=True).size
+                    hits = np.intersect1d(found[:self.at], exact, assume_unique=True).size
                     with self._lock:
                         self._recalls.append(hits / exact.size)
                         self.measured += 1

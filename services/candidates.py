@@ -44,6 +44,7 @@ log = logging.getLogger("mixrec.candidates")
 
 OVERFETCH = 2  # ANN fetches this many times the pool a type needs (exact re-scoring sorts them out)
 HNSW_M, EF_CONSTRUCTION, EF_SEARCH, EF_MAX = 16, 80, 128, 2048
+EXACT_BELOW = 2048  # a filter letting this few items of a type through is answered exactly (cheaper, exact)
 STORE_DIR = "ann"  # the persisted indexes' directory inside an artifact directory or the state_dir
 
 
@@ -144,7 +145,7 @@ def type_codes_of(snap) -> np.ndarray:
 def new_index(dim: int, counters: SearchCounters | None = None) -> CandidateIndex:
     # The catalog-level threshold decided ANN; a type's index uses HNSW whatever its size.
     return CandidateIndex(dim, ann_threshold=1, hnsw_m=HNSW_M, ef_construction=EF_CONSTRUCTION,
-                          ef_search=EF_SEARCH, ef_max=EF_MAX, counters=counters)
+                          ef_search=EF_SEARCH, ef_max=EF_MAX, exact_below=EXACT_BELOW, counters=counters)
 
 
 def build_indexes(vectors: np.ndarray, rows: list[np.ndarray],

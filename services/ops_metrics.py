@@ -87,7 +87,7 @@ def _create() -> dict:
         "ann_fallback_ratio": gauge("mixrec_ann_exact_fallback_ratio",
                                     "Exact fallbacks / HNSW searches since this worker started"),
         "ann_recall": gauge("mixrec_ann_recall",
-                            "Recall of sampled ANN candidate searches against the exact answer (recent window)"),
+                            "Recall@10 of sampled ANN candidate searches against an exact re-run (recent window)"),
         "ann_recall_samples": gauge("mixrec_ann_recall_samples", "ANN searches re-run exactly to measure recall",
                                     mode="livesum"),
         "enc_seconds": Histogram("mixrec_encoder_call_seconds", "Encoder call latency seen by the Recommender",
