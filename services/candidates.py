@@ -10,9 +10,17 @@ exactly with the current snapshot, so an index built from an older snapshot cost
 recall only, never wrong scores.
 
 Index upkeep: when the model publishes a snapshot with other items or other item
-vectors, a background thread builds new indexes; requests keep using the previous
-ones. Items the index does not hold yet (added since the build) are scored exactly
-and merged, so a new item is recommendable at once; removed items map to no row.
+vectors, a background thread first looks for persisted indexes built over exactly those
+items and vectors (mixrec/ann_store.py: the service's ``state_dir/ann``, then the trained
+artifacts' ``ann/``, written by ``mixrec train``), and builds new ones only when none fit,
+then persists them; requests keep using the previous ones meanwhile. Until the first set is
+loaded or built the Recommender is not ready (``ready``; services/operate.py). Items the
+index does not hold yet (added since the build) are scored exactly and merged, so a new
+item is recommendable at once; removed items map to no row.
+
+Honesty of the ANN path: the indexes count their searches, widenings and exact fallbacks
+(mixrec/ann.py ``SearchCounters``), and a sample of searches is re-run exactly on a
+background thread (mixrec/ann_recall.py) for the recall the metrics report.
 """
 
 from __future__ import annotations
@@ -21,19 +29,24 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from fusion.scoring import ann_vectors
-from mixrec.ann import CandidateIndex
+from mixrec.ann import CandidateIndex, SearchCounters
+from mixrec.ann_recall import RecallSampler
+from mixrec.ann_store import AnnStore, ids_digest
 from mixrec.config import ITEM_TYPES
 from mixrec.ranking import top_k
 
 log = logging.getLogger("mixrec.candidates")
 
 OVERFETCH = 2  # ANN fetches this many times the pool a type needs (exact re-scoring sorts them out)
-HNSW_M, EF_CONSTRUCTION, EF_SEARCH = 16, 80, 128
+HNSW_M, EF_CONSTRUCTION, EF_SEARCH, EF_MAX = 16, 80, 128, 2048
+EXACT_BELOW = 2048  # a filter letting this few items of a type through is answered exactly (cheaper, exact)
+STORE_DIR = "ann"  # the persisted indexes' directory inside an artifact directory or the state_dir
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,8 @@ class _Built:
     snap: object  # the snapshot the vectors came from
     ids: tuple[str, ...]
     indexes: tuple[CandidateIndex, ...]  # per ITEM_TYPES entry; ids are rows of ``ids``
-    seconds: float
+    seconds: float  # building or loading them
+    source: str  # "built" or the directory they were loaded from
 
 
 @dataclass
@@ -139,24 +153,107 @@ class AnnView:
         return ok & allowed[np.where(ok, self.to_current, 0)]
 
 
-class AnnCandidates:
-    """Keeps per-type HNSW indexes of the model's LightFM item vectors fresh, off the request path."""
+# ---------------------------------------------------------------------- building, persisting
+def type_codes_of(snap) -> np.ndarray:
+    return np.fromiter((ITEM_TYPES.index(t) for t in snap.item_types), np.int8, len(snap.item_ids))
 
-    def __init__(self, threshold: int) -> None:
+
+def new_index(dim: int, counters: SearchCounters | None = None) -> CandidateIndex:
+    # The catalog-level threshold decided ANN; a type's index uses HNSW whatever its size.
+    return CandidateIndex(dim, ann_threshold=1, hnsw_m=HNSW_M, ef_construction=EF_CONSTRUCTION,
+                          ef_search=EF_SEARCH, ef_max=EF_MAX, exact_below=EXACT_BELOW, counters=counters)
+
+
+def build_indexes(vectors: np.ndarray, rows: list[np.ndarray],
+                  counters: SearchCounters | None = None) -> tuple[CandidateIndex, ...]:
+    """One HNSW index per item type over ``vectors`` (``ann_vectors``), holding that type's ``rows``."""
+    indexes = []
+    for r in rows:
+        idx = new_index(vectors.shape[1], counters)
+        idx.add(r, vectors[r])
+        indexes.append(idx)
+    return tuple(indexes)
+
+
+def _inputs(snap) -> tuple[np.ndarray, list[np.ndarray], str]:
+    vectors, codes = ann_vectors(snap), type_codes_of(snap)
+    return vectors, [np.flatnonzero(codes == c) for c in range(len(ITEM_TYPES))], ids_digest(snap.item_ids, codes)
+
+
+def _params() -> dict:
+    return {"hnsw_m": HNSW_M, "ef_construction": EF_CONSTRUCTION}
+
+
+def persist_indexes(snap, directory: str | Path) -> dict:
+    """Build the per-type indexes of ``snap`` and write them into ``directory`` (``mixrec train``'s hook)."""
+    t0 = time.perf_counter()
+    vectors, rows, digest = _inputs(snap)
+    indexes = build_indexes(vectors, rows)
+    seconds = time.perf_counter() - t0
+    AnnStore(directory).save(digest, len(vectors), indexes, {**_params(), "build_seconds": round(seconds, 3)})
+    return {"items": len(vectors), "build_seconds": seconds, "directory": str(directory),
+            "bytes": sum(ix.nbytes() for ix in indexes)}
+
+
+def artifacts_path(artifacts: str) -> Path | None:
+    """The directory of ``serving.artifacts`` (a path, or ``bentoml:<tag>`` in the model store)."""
+    if not artifacts.startswith("bentoml:"):
+        return Path(artifacts)
+    try:
+        import bentoml
+
+        return Path(bentoml.models.get(artifacts[len("bentoml:"):]).path)
+    except Exception as e:  # no store entry: nothing persisted to read there
+        log.info("no model store entry for %s (%s): no persisted ANN indexes there", artifacts, e)
+        return None
+
+
+# ---------------------------------------------------------------------- serving
+class AnnCandidates:
+    """Keeps per-type HNSW indexes of the model's LightFM item vectors fresh, off the request path.
+
+    ``store``: where built indexes are persisted (None: not persisted); ``read_from``: further
+    directories to look in, after ``store`` (the trained artifacts' ``ann/``).
+    """
+
+    def __init__(self, threshold: int, store: str | Path | None = None, read_from=()) -> None:
         self.threshold = threshold
+        self.store = None if store is None else Path(store)
+        self.read_from = tuple(read_from)
+        self.counters = SearchCounters()
+        self.recall = RecallSampler()
         self._built: _Built | None = None
         self._view: tuple[object, AnnView] | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._failed = False  # the last attempt raised: serve exactly rather than never be ready
         self.builds = 0
+        self.loads = 0
+
+    @classmethod
+    def for_config(cls, cfg) -> "AnnCandidates":
+        """Persisted in ``serving.state_dir/ann``; also read from the trained artifacts' ``ann/``."""
+        return cls(cfg.serving.ann_threshold, Path(cfg.serving.state_dir) / STORE_DIR,
+                   read_from=(lambda: artifacts_path(cfg.serving.artifacts),))
 
     def active_for(self, snap) -> bool:
         return len(snap.item_ids) >= self.threshold
 
+    def ready(self, snap) -> bool:
+        """False while ``snap`` needs ANN indexes and none were loaded or built yet (starts getting them)."""
+        if not self.active_for(snap) or self._built is not None or self._failed:
+            return True
+        self.refresh(snap)
+        return False
+
     def describe(self) -> dict:
         b = self._built
         return {"threshold": self.threshold, "built_items": len(b.ids) if b else 0, "builds": self.builds,
-                "last_build_seconds": round(b.seconds, 3) if b else None}
+                "loads": self.loads, "source": b.source if b else None,
+                "last_build_seconds": round(b.seconds, 3) if b and b.source == "built" else None,
+                "last_load_seconds": round(b.seconds, 3) if b and b.source != "built" else None,
+                "bytes": sum(ix.nbytes() for ix in b.indexes) if b else 0,
+                **self.counters.as_dict(), **self.recall.describe()}
 
     # ------------------------------------------------------------------ upkeep
     def refresh(self, snap, wait: bool = False) -> None:
@@ -177,24 +274,38 @@ class AnnCandidates:
             b = self._built
             if b is not None and b.ids == snap.item_ids and np.array_equal(b.snap.item_repr, snap.item_repr) \
                     and np.array_equal(b.snap.item_bias, snap.item_bias):
-                self._built = _Built(snap, snap.item_ids, b.indexes, b.seconds)  # same vectors: adopt
+                self._built = _Built(snap, snap.item_ids, b.indexes, b.seconds, b.source)  # same vectors: adopt
                 return
             t0 = time.perf_counter()
-            vectors = ann_vectors(snap)
-            type_codes = np.fromiter((ITEM_TYPES.index(t) for t in snap.item_types), np.int8, len(vectors))
-            indexes = []
-            for c in range(len(ITEM_TYPES)):
-                rows = np.flatnonzero(type_codes == c)
-                # The catalog-level threshold decided ANN; a type's index uses HNSW whatever its size.
-                idx = CandidateIndex(vectors.shape[1], ann_threshold=1, hnsw_m=HNSW_M,
-                                     ef_construction=EF_CONSTRUCTION, ef_search=EF_SEARCH)
-                idx.add(rows, vectors[rows])
-                indexes.append(idx)
-            self._built = _Built(snap, snap.item_ids, tuple(indexes), time.perf_counter() - t0)
+            vectors, rows, digest = _inputs(snap)
+            for store in self._stores():
+                indexes = store.load(digest, vectors, rows, lambda: new_index(vectors.shape[1], self.counters))
+                if indexes is not None:
+                    self._built = _Built(snap, snap.item_ids, indexes, time.perf_counter() - t0, str(store.path))
+                    self.loads += 1
+                    self._failed = False
+                    log.info("ANN indexes over %d items loaded from %s in %.1fs", len(vectors), store.path,
+                             self._built.seconds)
+                    return
+            indexes = build_indexes(vectors, rows, self.counters)
+            self._built = _Built(snap, snap.item_ids, indexes, time.perf_counter() - t0, "built")
             self.builds += 1
+            self._failed = False
             log.info("ANN indexes built over %d items in %.1fs", len(vectors), self._built.seconds)
+            if self.store is not None:
+                AnnStore(self.store).save(digest, len(vectors), indexes,
+                                          {**_params(), "build_seconds": round(self._built.seconds, 3)})
         except Exception:  # keep serving from the previous indexes (or exactly)
+            self._failed = self._built is None
             log.exception("ANN index build failed")
+
+    def _stores(self) -> list[AnnStore]:
+        dirs = [self.store] if self.store is not None else []
+        for d in self.read_from:
+            d = d() if callable(d) else d
+            if d is not None:
+                dirs.append(Path(d) / STORE_DIR)
+        return [AnnStore(d) for d in dict.fromkeys(dirs) if (d / "manifest.json").exists()]
 
     # ------------------------------------------------------------------ reading
     def view(self, snap) -> AnnView | None:
@@ -228,11 +339,15 @@ class AnnCandidates:
                 continue
             # Unfiltered walks are the fast path: over-fetch past the excluded rows, drop them after.
             mask = view.build_mask(allowed) if tags_filtered else None
-            found, _ = idx.search(query, fetch + (0 if tags_filtered else n_excluded), allowed_mask=mask)
+            k = fetch + (0 if tags_filtered else n_excluded)
+            found, _ = idx.search(query, k, allowed_mask=mask)
+            self.recall.offer(idx, query, k, mask, found)
             rows = view.rows(found)
             rows = rows[allowed[rows]]
             if rows.size < pool and not tags_filtered and len(idx) > rows.size:
-                found, _ = idx.search(query, fetch, allowed_mask=view.build_mask(allowed))
+                mask = view.build_mask(allowed)
+                found, _ = idx.search(query, fetch, allowed_mask=mask)
+                self.recall.offer(idx, query, fetch, mask, found)
                 rows = view.rows(found)
                 rows = rows[allowed[rows]]
             out.append(rows)

@@ -49,7 +49,7 @@ class RecommenderEngine:
         self.cfg = cfg
         self.replica = replica or Replica(cfg, model, store, media, watermarks)
         self._negative_events = negative_events(cfg.events)
-        self.ann = AnnCandidates(cfg.serving.ann_threshold)
+        self.ann = AnnCandidates.for_config(cfg)  # persisted indexes: state_dir/ann, the artifacts' ann/
         self.pipeline = RankingPipeline(lambda: self.replica.model, self.ann)
         single_threaded_blas()
 

@@ -9,7 +9,8 @@
 * mixrec's Prometheus metrics (services/ops_metrics.py), their middleware outermost;
 * one access-log line per request and, with ``serving.log_json``, JSON log lines (services/request_log.py).
 
-``bind(engine)`` (in ``Recommender.__init__``) gives the metrics and the media endpoint this worker's engine.
+``bind(engine)`` (in ``Recommender.__init__``) gives the metrics and the media endpoint this worker's engine,
+and starts loading its ANN indexes; ``ready(engine)`` is this module's part of ``/readyz``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def bind(engine) -> None:
 
     _engine = engine
     ops_metrics.bind(engine)
+    engine.ann.refresh(engine.replica.model.snapshot)  # load (or build) the ANN indexes now, not at the first request
+
+
+def ready(engine) -> bool:
+    """Not ready while the catalogue needs ANN indexes and none were loaded (or built) yet: a replica
+    that answers before would scan the whole catalogue per request (services/candidates.py)."""
+    return engine is not None and engine.ann.ready(engine.replica.model.snapshot)
 
 
 class LandingMiddleware:

@@ -8,7 +8,8 @@ created lazily in the worker, never at import; state gauges keep the most recent
 live workers (``livemostrecent``), and the per-replica sync lag keeps one series per live worker
 (``liveall`` adds a ``pid`` label, dropped when the worker exits).
 
-State (catalogue, users, pending events, model age, ANN index) is read from the engine when
+State (catalogue, users, pending events, model age, ANN index: its size, load / build time, searches,
+widenings, exact fallbacks and sampled recall) is read from the engine when
 ``/metrics`` is scraped (``MetricsMiddleware`` refreshes it first), so a scrape is never stale.
 Durations and failures are recorded where they happen: the replica reports its updates, checkpoints
 and accepted feedback to ``OpsObserver`` (``bind``); the encoder calls go through ``encoder_call``.
@@ -73,6 +74,22 @@ def _create() -> dict:
                                mode="liveall"),
         "ann_items": gauge("mixrec_ann_index_items", "Items in the ANN candidate index (0 while exact search)"),
         "ann_seconds": gauge("mixrec_ann_last_rebuild_seconds", "Duration of the last ANN index build"),
+        "ann_load_seconds": gauge("mixrec_ann_last_load_seconds",
+                                  "Duration of the last load of persisted ANN indexes (instead of a build)"),
+        "ann_bytes": gauge("mixrec_ann_index_bytes", "Bytes held by the ANN indexes (vectors, graph, id maps)"),
+        # Totals since each worker started, summed over the live workers (read at scrape time, so gauges).
+        "ann_searches": gauge("mixrec_ann_searches", "HNSW candidate searches", mode="livesum"),
+        "ann_widenings": gauge("mixrec_ann_widenings",
+                               "HNSW searches retried with a wider beam after returning too few results",
+                               mode="livesum"),
+        "ann_fallbacks": gauge("mixrec_ann_exact_fallbacks",
+                               "HNSW searches still short after widening, answered by an exact scan", mode="livesum"),
+        "ann_fallback_ratio": gauge("mixrec_ann_exact_fallback_ratio",
+                                    "Exact fallbacks / HNSW searches since this worker started"),
+        "ann_recall": gauge("mixrec_ann_recall",
+                            "Recall@10 of sampled ANN candidate searches against an exact re-run (recent window)"),
+        "ann_recall_samples": gauge("mixrec_ann_recall_samples", "ANN searches re-run exactly to measure recall",
+                                    mode="livesum"),
         "enc_seconds": Histogram("mixrec_encoder_call_seconds", "Encoder call latency seen by the Recommender",
                                  ["modality"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)),
         "enc_failures": Counter("mixrec_encoder_failures", "Encoder calls that failed, seen by the Recommender",
@@ -170,8 +187,18 @@ def refresh() -> None:
         m["model_age"].set(time.time() - _model_published_at)
     ann = engine.ann.describe()
     m["ann_items"].set(ann.get("built_items") or 0)
+    m["ann_bytes"].set(ann["bytes"])
     if ann.get("last_build_seconds") is not None:
         m["ann_seconds"].set(ann["last_build_seconds"])
+    if ann.get("last_load_seconds") is not None:
+        m["ann_load_seconds"].set(ann["last_load_seconds"])
+    m["ann_searches"].set(ann["searches"])
+    m["ann_widenings"].set(ann["widenings"])
+    m["ann_fallbacks"].set(ann["exact_fallbacks"])
+    m["ann_fallback_ratio"].set(ann["exact_fallbacks"] / ann["searches"] if ann["searches"] else 0.0)
+    m["ann_recall_samples"].set(ann["recall_samples"])
+    if ann.get("recall") is not None:  # no made-up value before a sample was measured
+        m["ann_recall"].set(ann["recall"])
 
 
 class MetricsMiddleware:

@@ -114,7 +114,10 @@ class Recommender:
 
     async def __is_ready__(self) -> bool:
         # ready only once the served encoders' fingerprints match the trained artifacts' (services/encoder_check.py)
-        return self.engine is not None and await encoder_check.ready(self)
+        # and the ANN indexes the catalogue needs are loaded (services/operate.py)
+        from services import operate
+
+        return operate.ready(self.engine) and await encoder_check.ready(self)
 
     @bentoml.on_shutdown
     def _shutdown(self) -> None:

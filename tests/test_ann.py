@@ -129,3 +129,58 @@ def test_bad_input():
     with pytest.raises(ValueError, match="4 values"):
         index.search(np.zeros(3), 1)
     assert index.search(np.zeros(4), 3)[0].size == 0
+
+
+def test_short_hnsw_answers_widen_instead_of_silently_scanning_everything(monkeypatch):
+    """Regression (issue 12): when the graph walk came back with fewer than k results, main ran an exact
+    scan of the whole index without telling anyone (~100x a normal search at 1M items: the p99). A
+    filter letting ~12% through starves the first walk; the wider beams must find k good results
+    without any exact scan, and the counters must say what happened."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(50, 16))
+    x = centres[rng.integers(0, 50, 20_000)] + 0.5 * rng.normal(size=(20_000, 16))
+    vectors = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    index = CandidateIndex(16, ann_threshold=1, hnsw_m=16, ef_construction=80, ef_search=16, ef_max=4096)
+    index.add(np.arange(20_000), vectors)
+
+    def no_exact(*a, **kw):
+        raise AssertionError("the exact scan ran")
+
+    monkeypatch.setattr(index, "_search_exact", no_exact)
+    hits = []
+    for t in range(20):
+        q = (centres[t % 50] + 0.8 * rng.normal(size=16)).astype(np.float32)
+        allowed = rng.random(20_000) < 0.12  # ~2400 items, above exact_below
+        ids, _ = index.search(q, 100, allowed)
+        assert len(ids) == 100 and allowed[ids].all()
+        hits.append(len(set(ids.tolist()) & set(brute_force(vectors, q, 100, allowed).tolist())) / 100)
+    c = index.counters.as_dict()
+    assert c["searches"] == 20 and c["widenings"] >= 10 and c["exact_fallbacks"] == 0
+    assert np.mean(hits) >= 0.9
+
+
+def test_still_short_at_ef_max_falls_back_exactly_and_is_counted():
+    vectors, centres = clustered(5000, 16, seed=2)
+    index = CandidateIndex(16, ann_threshold=1, ef_search=16, ef_max=16, exact_below=10)
+    index.add(np.arange(5000), vectors)
+    far = np.zeros(5000, bool)
+    far[np.argsort(vectors @ centres[0])[:300]] = True  # the items least like the query
+    ids, _ = index.search(centres[0], 250, far)  # k above ef_max: the walk cannot return k
+    assert ids.tolist() == brute_force(vectors, centres[0].astype(np.float32), 250, far).tolist()
+    c = index.counters.as_dict()
+    assert c["exact_fallbacks"] == 1 and c["widenings"] == 0
+
+
+def test_one_copy_of_the_vectors_and_array_id_maps():
+    """The faiss index holds the vectors; the wrapper keeps only small id arrays (main kept a second
+    float copy and a dict per id: ~0.48 GB at 1M items)."""
+    vectors, centres = clustered(30_000, 32, seed=5)
+    index = CandidateIndex(32, ann_threshold=10_000)
+    index.add(np.arange(30_000) + 7, vectors)
+    assert index.uses_ann
+    held = [v for v in vars(index).values() if isinstance(v, (np.ndarray, dict))]
+    assert all(isinstance(v, np.ndarray) for v in held)
+    assert sum(v.nbytes for v in held) < vectors.nbytes / 4
+    assert np.array_equal(index.vectors(), vectors) and np.array_equal(index.ids(), np.arange(30_000) + 7)
+    q = centres[3].astype(np.float32)
+    assert index.search_exact(q, 10)[0].tolist() == (brute_force(vectors, q, 10) + 7).tolist()

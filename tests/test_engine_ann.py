@@ -117,3 +117,38 @@ def test_removed_item_never_comes_back_from_a_stale_index(engines, catalog):
     got = _ids(ann.recommend(user, Options(k=3, explain=False)))  # index still holds the old rows
     assert top[0] not in got and got[:2] == top[1:]
     assert np.isfinite([r["score"] for r in ann.recommend(user, Options(k=3, explain=False))["items"]]).all()
+
+
+def _sample(text: str, name: str) -> float:
+    found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+             if line.split("{")[0].split(" ")[0] == name]
+    assert found, f"{name} not exported"
+    return found[0]
+
+
+def test_ann_counters_recall_and_fallback_rate_reach_the_metrics(engines, catalog, monkeypatch):
+    from prometheus_client import REGISTRY, generate_latest
+
+    from services import candidates, ops_metrics
+
+    ann, _ = engines
+    monkeypatch.setattr(candidates, "EXACT_BELOW", 100)  # ~1000 items per type: walk the graphs, not scan
+    ann.ann = ann.pipeline.ann = candidates.AnnCandidates(1000)
+    ann.ann.refresh(ann.model.snapshot, wait=True)
+    ann.ann.recall.every = 1  # measure every search (a service samples one in 50)
+    for user in sorted(catalog.user_tastes)[:12]:
+        ann.recommend(user, Options(k=10, mix="interleave", explain=False))
+    ann.ann.recall.drain()
+    d = ann.ann.describe()
+    # faiss builds HNSW on several threads (graphs differ run to run): fallbacks are rare, not impossible
+    assert d["searches"] >= 36 and d["recall_samples"] >= 36 and d["exact_fallbacks"] <= d["searches"] // 10
+    ops_metrics.bind(ann)
+    ops_metrics.refresh()
+    text = generate_latest(REGISTRY).decode()
+    assert _sample(text, "mixrec_ann_searches") == d["searches"]
+    assert _sample(text, "mixrec_ann_widenings") == d["widenings"]
+    assert _sample(text, "mixrec_ann_exact_fallbacks") == d["exact_fallbacks"]
+    assert _sample(text, "mixrec_ann_exact_fallback_ratio") == pytest.approx(d["exact_fallbacks"] / d["searches"])
+    assert _sample(text, "mixrec_ann_recall_samples") == d["recall_samples"]
+    assert 0.9 <= _sample(text, "mixrec_ann_recall") <= 1.0
+    assert _sample(text, "mixrec_ann_index_bytes") == d["bytes"] > 0
