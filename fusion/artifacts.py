@@ -20,6 +20,7 @@ Format 1 (meta.json holding every item + arrays.npz) is refused with a "retrain"
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -102,10 +103,27 @@ def save_state(st: ModelState, directory) -> Path:
         "cold_map_weight": st.cold_map_weight,
     }
     (d / ARRAYS_DIR).mkdir(exist_ok=True)
+    # Each file is written beside its target and renamed over it: a process (or this one) may have the
+    # old file memory-mapped, and truncating a mapped file in place kills that reader with SIGBUS.
     for name, arr in arrays.items():
-        np.save(d / ARRAYS_DIR / f"{name}.npy", np.asarray(arr), allow_pickle=False)
-    (d / META_FILE).write_text(json.dumps(meta))  # last: its presence marks a complete directory
+        _replace_file(d / ARRAYS_DIR / f"{name}.npy",
+                      lambda f, arr=arr: np.save(f, np.asarray(arr), allow_pickle=False))
+    for stale in (d / ARRAYS_DIR).glob("*.npy"):
+        if stale.stem not in arrays:
+            stale.unlink()  # an earlier save's array this state no longer has
+    # last: its presence marks a complete directory
+    _replace_file(d / META_FILE, lambda f: f.write(json.dumps(meta).encode()))
     return d
+
+
+def _replace_file(target: Path, write) -> None:
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_meta(directory) -> dict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,8 @@ from fusion.synthetic import make_catalog
 from mixrec.catalog import Interaction
 from mixrec.embeddings import ItemEmbeddings
 from test_fusion_hybrid import new_items, small_config
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +105,30 @@ def test_bentoml_model_store_round_trip(bentoml_home, trained, catalog):
     assert str(ref.path).startswith(str(bentoml_home))
     back = HybridModel.load_from_model_store(tag, expected_encoders=catalog.embeddings.encoders)
     assert_same_scores(trained, back, catalog)
+
+
+def test_saving_over_a_loaded_model_leaves_its_readers_intact(tmp_path, trained):
+    """A served model maps its arrays; saving into the same directory (a retrain, ``model.save`` of a
+    loaded model) must not truncate those files under it: in place that is a SIGBUS, so this runs in
+    a child process to report it as a failure rather than take pytest down."""
+    import subprocess
+    import sys
+
+    trained.save(tmp_path / "art")
+    script = f"""
+import sys
+sys.path[:0] = {[str(p) for p in (ROOT, ROOT / "tests")]!r}
+import numpy as np
+from fusion.hybrid import HybridModel
+path = {str(tmp_path / "art")!r}
+model = HybridModel.load(path)
+before = np.array(model.export_state().fused)
+HybridModel.load(path).save(path)
+model.save(path)
+after = np.array(model.export_state().fused)
+assert np.array_equal(before, after)
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0 and "ok" in out.stdout, (out.returncode, out.stderr[-2000:])
+    assert not list((tmp_path / "art" / ARRAYS_DIR).glob(".*.tmp"))
