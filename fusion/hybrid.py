@@ -403,6 +403,15 @@ class HybridModel(SnapshotReader):
     def _refresh(self) -> None:
         self._fit(0, False)
 
+    def set_scoring_knobs(self, blend: QueryBlend | None = None, cold_map_weight: float | None = None) -> None:
+        """Scoring-time settings (chosen by fusion/calibration.py without refitting); republishes."""
+        with self._lock:
+            if blend is not None:
+                self.blend_weights = blend
+            if cold_map_weight is not None:
+                self.cold_map_weight = float(cold_map_weight)
+            self._refresh()
+
     # ================================================================== item columns
     def _live_item_index(self) -> dict[str, int]:
         return self._columns().index
