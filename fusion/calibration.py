@@ -38,7 +38,7 @@ MODES = ("off", "fast", "full")
 REPORT_FILE = "calibration.json"
 K = 10
 MIN_VALIDATION_USERS = 10  # fewer validation users than this: no calibration (a figure of noise)
-COLD_MAP_WEIGHTS = (0.0, 0.5, 1.0)  # scoring-time: how far a cold item moves to its predicted representation
+COLD_MAP_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)  # scoring-time: how far a cold item moves to its predicted representation
 # New-user blends tried at every epoch checkpoint (cheap, fixed); the full coordinate search
 # (query.calibrate_blend) runs once, on the chosen checkpoint.
 _ZERO = {n: 0.0 for n in ("lightfm", "liked", "neighbours", "cooccurrence", "association", "content", "popularity")}
@@ -93,9 +93,11 @@ def candidate_set(mode: str, cfg: MixrecConfig) -> list[Candidate]:
 
 
 def checkpoints(mode: str, epochs: int) -> list[int]:
-    """Epochs at which a validation run is scored (early stopping): every ~quarter of the budget;
-    ``full`` also looks up to 1.5x the configured epochs."""
-    top = epochs if mode == "fast" else int(np.ceil(epochs * 1.5))
+    """Epochs at which a validation run is scored (early stopping): fast at half and all of the
+    configured epochs; full every ~quarter, up to 1.5x the configured epochs."""
+    if mode == "fast":
+        return sorted({max(1, epochs // 2), epochs})
+    top = int(np.ceil(epochs * 1.5))
     step = max(1, int(round(epochs / 4)))
     out = list(range(step, top + 1, step))
     return out if out and out[-1] == top else out + [top]
@@ -130,26 +132,33 @@ def _warm(model: HybridModel, hold: Holdout) -> tuple[float | None, float | None
     return validation.mean(validation.ndcg_at_k(scores, rel, ok, K)), validation.mean(validation.auc(scores, rel, ok))
 
 
-def _cold_items(model: HybridModel, hold: Holdout) -> tuple[float | None, float]:
-    """NDCG@10 among the simulated cold items, at the best cold-map weight (set on the model)."""
-    snap = model.snapshot
-    users = [u for u in hold.cold_item_users if u in snap.user_index]
+def _cold_items(model: HybridModel, hold: Holdout, scan: bool) -> tuple[float | None, float]:
+    """NDCG@10 among the simulated cold items. With ``scan``, at the best cold-map weight of
+    ``COLD_MAP_WEIGHTS`` (left set on the model): a cold item's representation is linear in the
+    weight, so two published snapshots (weight 0 and 1) give the scores of every weight between."""
+    users = [u for u in hold.cold_item_users if u in model.snapshot.user_index]
     if not users or not hold.cold_items:
         return None, model.cold_map_weight
-    cand = np.zeros(len(snap.item_ids), bool)
-    cand[[snap.item_index[it.item_id] for it in hold.cold_items]] = True
-    targets = [np.array([snap.item_index[i] for i in hold.cold_item_targets[u]], np.int64) for u in users]
-    best, best_w = None, model.cold_map_weight
-    for w in COLD_MAP_WEIGHTS:
-        model.set_scoring_knobs(cold_map_weight=w)
+
+    def scores_at(weight: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if weight is not None:
+            model.set_scoring_knobs(cold_map_weight=weight)
         snap = model.snapshot
         rows = np.array([snap.user_index[u] for u in users], np.int64)
-        scores = users_scores(snap, snap.user_repr[rows])
-        rel = validation.target_mask(targets, scores.shape[1])
-        ok = validation.rankable_mask(len(rows), scores.shape[1], None, cand)
-        val = validation.mean(validation.ndcg_at_k(scores, rel, ok, K))
-        if best is None or val > best + 1e-9:
-            best, best_w = val, w
+        cand = np.zeros(len(snap.item_ids), bool)
+        cand[[snap.item_index[it.item_id] for it in hold.cold_items]] = True
+        targets = [np.array([snap.item_index[i] for i in hold.cold_item_targets[u]], np.int64) for u in users]
+        return users_scores(snap, snap.user_repr[rows]), validation.target_mask(targets, len(cand)), cand
+
+    def ndcg(scores: np.ndarray, rel: np.ndarray, cand: np.ndarray) -> float:
+        ok = validation.rankable_mask(len(users), scores.shape[1], None, cand)
+        return validation.mean(validation.ndcg_at_k(scores, rel, ok, K))
+
+    if not scan:
+        return ndcg(*scores_at(None)), model.cold_map_weight
+    s1, rel, cand = scores_at(1.0)
+    s0, _, _ = scores_at(0.0)
+    best, best_w = max(((ndcg(w * s1 + (1 - w) * s0, rel, cand), w) for w in COLD_MAP_WEIGHTS), key=lambda t: t[0])
     model.set_scoring_knobs(cold_map_weight=best_w)
     return best, best_w
 
@@ -168,17 +177,30 @@ def _cold_user_parts(model: HybridModel, hold: Holdout) -> tuple[list[dict], lis
     return parts, targets, known
 
 
-def _blend_ndcg(parts: list[dict], targets: list[np.ndarray], known: list[np.ndarray], weights: QueryBlend) -> float:
+def _blend_ndcgs(parts: list[dict], targets: list[np.ndarray], known: list[np.ndarray],
+                 weights: QueryBlend) -> np.ndarray:
+    """Per validation user: NDCG@10 of the blend ``weights`` (0 where undefined)."""
     n = len(next(iter(parts[0].values())))
     scores = np.vstack([blend(p, weights) for p in parts])
     rel = validation.target_mask(targets, n)
     ok = validation.rankable_mask(len(parts), n, known, None)
-    return validation.mean(validation.ndcg_at_k(scores, rel, ok, K))
+    return np.nan_to_num(validation.ndcg_at_k(scores, rel, ok, K))
 
 
-def _score_checkpoint(model: HybridModel, hold: Holdout, epochs: int) -> tuple[Checkpoint, tuple]:
+def _blend_ndcg(parts: list[dict], targets: list[np.ndarray], known: list[np.ndarray], weights: QueryBlend) -> float:
+    return float(_blend_ndcgs(parts, targets, known, weights).mean())
+
+
+def _clearly_better(new: np.ndarray, old: np.ndarray, z: float = 2.0) -> bool:
+    """Paired: the mean gain exceeds ``z`` standard errors. A searched blend has many more degrees
+    of freedom than the fixed ones, and on a few hundred users it overfits (query.py, QueryBlend)."""
+    d = new - old
+    return len(d) > 1 and d.mean() > z * d.std(ddof=1) / np.sqrt(len(d))
+
+
+def _score_checkpoint(model: HybridModel, hold: Holdout, epochs: int, last: bool) -> tuple[Checkpoint, tuple]:
     warm, warm_auc = _warm(model, hold)
-    cold_items, cmw = _cold_items(model, hold)
+    cold_items, cmw = _cold_items(model, hold, scan=last)
     cp = Checkpoint(epochs, warm, warm_auc, cold_items, cmw)
     parts = _cold_user_parts(model, hold)
     if parts[0]:
@@ -260,7 +282,8 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
         report.epochs, report.weights = cfg.model.epochs, asdict(model.weights)
         report.blend, report.cold_map_weight = model.blend_weights.as_dict(), model.cold_map_weight
         return model, report
-    hold = make_holdout(items, interactions, cfg.events, seed=seed, max_users=2000 if calibrate == "fast" else 5000)
+    hold = make_holdout(items, interactions, cfg.events, seed=seed, cold_user_share=0.2,
+                        max_users=2000 if calibrate == "fast" else 5000)
     report.validation = hold.sizes()
     if len(hold.warm_users) + len(hold.cold_item_users) + len(hold.cold_users) < MIN_VALIDATION_USERS:
         # Too little data to hold anything out: the configured defaults, said so in the report.
@@ -268,11 +291,14 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
         report.mode, report.validation = f"{calibrate} (skipped: too few interactions to validate)", hold.sizes()
         return model, report
     best_parts = {}
+    # The shared space and codebook depend on item content only (no interaction): fitted once on the
+    # whole catalogue and shared by every candidate with the configured fusion settings and the refit.
+    content = HybridModel.fit_content(items, emb, cfg)
     for cand in candidate_set(calibrate, cfg):
         t0 = time.perf_counter()
         marks = checkpoints(calibrate, cfg.model.epochs)
         model = HybridModel.train(hold.train_items, emb, hold.train_interactions, cand.config(cfg),
-                                  weights=cand.weights, epochs=marks[0])
+                                  weights=cand.weights, epochs=marks[0], content=None if cand.fusion else content)
         model.add_items(hold.cold_items, emb)  # the service's path for new items
         result = CandidateResult(cand.name, asdict(model.weights), dict(cand.fusion), 0.0, [])
         done = marks[0]
@@ -280,7 +306,7 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
             if e > done:
                 model.fit_partial(e - done)
                 done = e
-            cp, parts = _score_checkpoint(model, hold, e)
+            cp, parts = _score_checkpoint(model, hold, e, last=e == marks[-1])
             result.checkpoints.append(cp)
             best_parts[(cand.name, e)] = parts
         result.fit_seconds = time.perf_counter() - t0
@@ -294,13 +320,15 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
         # One coordinate search from the checkpoint's best fixed blend (and the other starts).
         searched, val = calibrate_blend(parts, targets, known, k=K, starts=list(BLEND_STARTS.values()),
                                         rounds=2 if calibrate == "fast" else 3)
-        if val > (best.cold_users or 0.0) + 1e-9:
+        if _clearly_better(_blend_ndcgs(parts, targets, known, searched), _blend_ndcgs(parts, targets, known, blend_w)):
             blend_w, best.cold_users = replace(searched, content_description=QueryBlend().content_description), val
+            best.blend = "searched"
     del best_parts
     t0 = time.perf_counter()
     # Fixed weights (identity resolved on the validation data) so the refit trains what was validated.
     model = HybridModel.train(items, emb, interactions, cand.config(cfg, best.epochs),
-                              progress=progress, weights=FeatureWeights(**chosen.weights), epochs=best.epochs)
+                              progress=progress, weights=FeatureWeights(**chosen.weights), epochs=best.epochs,
+                              content=None if cand.fusion else content)
     model.set_scoring_knobs(blend=blend_w, cold_map_weight=best.cold_map_weight)
     report.refit_seconds = time.perf_counter() - t0
     report.chosen, report.epochs, report.weights, report.fusion = chosen.name, best.epochs, chosen.weights, cand.fusion

@@ -5,7 +5,8 @@ different view of "what this person likes":
 
 * ``lightfm``      LightFM with the query's interest-cluster tokens as user features
                    (the hybrid model's own cold-user path),
-* ``liked``        the mean LightFM representation of the liked items (item-to-item),
+* ``liked``        the mean LightFM representation of the liked items, scored as a user
+                   (LightFM's standard fold-in, item biases included),
 * ``neighbours``   fold-in: the mean LightFM vector of known users who liked the same items,
 * ``cooccurrence`` item-item cosine over the interaction matrix from the liked items,
 * ``association``  sum of P(item | liked item) over the liked items (user-kNN-like),
