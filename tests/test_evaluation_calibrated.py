@@ -118,6 +118,7 @@ def test_train_writes_the_calibration_report_and_info_shows_it(tmp_path, monkeyp
 
     # synthetic embeddings carry no real encoder's fingerprint: the check is not what this test is about
     monkeypatch.setattr(encoders.fingerprint, "check_same", lambda *a, **k: None)
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps the table title at 80 columns otherwise
 
     cat = make_catalog(n_items=120, n_users=80, per_user=12, seed=3)
     from mixrec.catalog import write_interactions, write_items
