@@ -27,7 +27,7 @@ def train_command(
     calibrate: Calibrate = typer.Option(Calibrate.fast, "--calibrate", help="Choose the fusion settings on a validation "
                                         "split of this data, then refit: off (the configured defaults), fast (the "
                                         "defaults vs LightFM ids + tags, early stopping, new-user blend, cold-item "
-                                        "map; about 4-5x one plain LightFM fit), full (more candidates)"),
+                                        "map; measured about 12x one plain LightFM fit on ml-100k ua, see BENCHMARKS.md), full (more candidates)"),
 ) -> None:
     """Fit the shared space, the interest codebook and the LightFM hybrid; save the artifacts."""
     from encoders.errors import EncoderError
