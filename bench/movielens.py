@@ -1,12 +1,15 @@
-"""MovieLens 100K benchmark: popularity, plain LightFM, LightFM + genres and mixrec, side by side.
+"""MovieLens 100K benchmark: popularity, LightFM ids, LightFM ids + genres, mixrec with its shipped
+defaults and mixrec self-calibrated, side by side, over several of ml-100k's standard splits.
 
-One run, one budget: the ua.base / ua.test split for the warm protocol, 20% of the
-items held out for cold items and 20% of the users (earliest 5 interactions known)
-for cold users, all with seed 0, and the same LightFM epochs / components for
-every LightFM-based model. Writes bench/results/movielens.{json,png} and the
-``movielens`` section of BENCHMARKS.md (targets from the issue, met or not).
+Per split (``--splits``, default ua,ub): warm = that official base / test split; cold items =
+20% of the movies held out (trained without, added afterwards through ``add_items``) and cold
+users = 20% of the users known by their earliest 5 ratings, both drawn with seed ``--seed`` +
+the split's position. The same LightFM budget for every LightFM-based model. For each
+protocol and metric, the paired bootstrap 95% interval of mixrec (calibrated) minus the best
+baseline. Writes bench/results/movielens.json / .png and the "Self-calibration (issue 13)"
+section of BENCHMARKS.md (targets from the issue, met or not).
 
-    .venv/bin/python bench/movielens.py [--posters] [--epochs 20] [--components 64]
+    .venv/bin/python bench/movielens.py [--splits ua,ub] [--calibrate fast] [--epochs 20] [--components 64]
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-SECTION_START = "<!-- movielens:start -->"
-SECTION_END = "<!-- movielens:end -->"
-MODELS = ("popularity", "lightfm", "lightfm-genres", "mixrec")
+SECTION_START = "<!-- self-calibration:start -->"
+SECTION_END = "<!-- self-calibration:end -->"
+MODELS = ("popularity", "lightfm", "lightfm-genres", "mixrec-defaults", "mixrec")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,12 +42,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--posters", action="store_true", help="also encode posters with the configured (offline: untrained) image encoder")
     p.add_argument("--config", help="mixrec YAML config (default: configs/offline.yaml)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {','.join(MODELS)}")
+    p.add_argument("--splits", default="ua,ub", help="official warm splits to run: ua, ub, u1..u5")
+    p.add_argument("--calibrate", default="fast", choices=("off", "fast", "full"))
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--components", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(REPO_ROOT / "bench" / "results"), help="directory for movielens.json / .png")
     p.add_argument("--benchmarks-md", default=str(REPO_ROOT / "BENCHMARKS.md"))
+    p.add_argument("--extra-md", default=None, help="markdown file appended to the section (e.g. the demo catalogue's run)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -56,32 +62,34 @@ def _get(results: dict, protocol: str, model: str, metric: str) -> float | None:
     return None if value is None else float(value)
 
 
-def evaluate_targets(results: dict) -> list[dict]:
-    """The issue's targets for mixrec, each with the figures it was judged on (met None = not measured)."""
-    def target(name: str, measured: float | None, threshold: float | None, detail: str,
-               at_most: bool = False) -> dict:
+def evaluate_targets(results: dict, comparison: dict, split: str) -> list[dict]:
+    """The issue's targets for calibrated mixrec on one split, each with the figures it was judged on."""
+    def target(name: str, measured: float | None, threshold: float | None, detail: str, at_most: bool = False) -> dict:
         if measured is None or threshold is None:
             met = None
         else:
             met = bool(measured <= threshold) if at_most else bool(measured >= threshold)
-        return {"target": name, "measured": measured, "threshold": threshold, "met": met, "detail": detail}
+        return {"target": f"{split}: {name}", "measured": measured, "threshold": threshold, "met": met,
+                "detail": detail}
 
-    mix_p, lfm_p = _get(results, "warm", "mixrec", "precision_at_10"), _get(results, "warm", "lightfm", "precision_at_10")
-    mix_auc, lfm_auc = _get(results, "warm", "mixrec", "auc"), _get(results, "warm", "lightfm", "auc")
-    cold_auc = _get(results, "cold_items", "mixrec", "auc")
-    mix_ndcg = _get(results, "cold_users", "mixrec", "ndcg_at_10")
-    pop_ndcg = _get(results, "cold_users", "popularity", "ndcg_at_10")
+    out = []
+    for protocol, rows in comparison.items():
+        for metric, label in (("ndcg_at_10", "NDCG@10"), ("auc", "AUC")):
+            c = rows.get(metric)
+            if c:
+                out.append(target(f"{protocol} {label} >= best baseline ({c['baseline']})", c["value"],
+                                  c["baseline_value"], f"diff {c['diff']:+.4f} [{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]"))
+    for protocol, factor in (("cold_items", 1.5), ("cold_users", 1.05)):
+        c = comparison.get(protocol, {}).get("ndcg_at_10")
+        if c:
+            out.append(target(f"{protocol} NDCG@10 >= {factor} x best baseline ({c['baseline']})", c["value"],
+                              c["baseline_value"] * factor, f"ratio {c['ratio']:.3f}"))
     mix_fit, lfm_fit = _get(results, "warm", "mixrec", "fit_seconds"), _get(results, "warm", "lightfm", "fit_seconds")
-    scale = lambda v, f: None if v is None else v * f  # noqa: E731
-    return [
-        target("warm P@10 >= 1.03 x plain LightFM", mix_p, scale(lfm_p, 1.03), "mixrec vs lightfm, ua split"),
-        target("warm AUC >= plain LightFM", mix_auc, lfm_auc, "mixrec vs lightfm, ua split"),
-        target("cold items AUC >= 0.82", cold_auc, 0.82, "ranked among the held-out items"),
-        target("cold users NDCG@10 >= popularity", mix_ndcg, pop_ndcg, "earliest 5 items known"),
-        target("cold users NDCG@10 >= 1.10 x popularity (stretch)", mix_ndcg, scale(pop_ndcg, 1.10), ""),
-        target("fit time <= 3 x plain LightFM", mix_fit, scale(lfm_fit, 3.0), "warm protocol fit, seconds",
-               at_most=True),
-    ]
+    out.append(target("calibrated fit (validation runs + refit) <= 5 x one plain LightFM fit", mix_fit,
+                      None if lfm_fit is None else 5 * lfm_fit,
+                      "" if not (mix_fit and lfm_fit) else f"{mix_fit / lfm_fit:.2f}x (warm protocol fits, seconds)",
+                      at_most=True))
+    return out
 
 
 def _fmt(v: float | None) -> str:
@@ -89,17 +97,17 @@ def _fmt(v: float | None) -> str:
 
 
 def targets_markdown(targets: list[dict]) -> str:
-    lines = ["| target (mixrec) | measured | threshold | met |", "|---|---:|---:|:---:|"]
+    lines = ["| target (calibrated mixrec) | measured | threshold | met | detail |", "|---|---:|---:|:---:|---|"]
     for t in targets:
         met = "not measured" if t["met"] is None else ("met" if t["met"] else "**not met**")
-        lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {_fmt(t['threshold'])} | {met} |")
+        lines.append(f"| {t['target']} | {_fmt(t['measured'])} | {_fmt(t['threshold'])} | {met} | {t['detail']} |")
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- BENCHMARKS.md
 
 def replace_section(text: str, body: str) -> str:
-    """``text`` with the movielens section replaced by ``body`` (appended when the markers are absent)."""
+    """``text`` with the self-calibration section replaced by ``body`` (appended when the markers are absent)."""
     block = f"{SECTION_START}\n{body.rstrip()}\n{SECTION_END}"
     start, end = text.find(SECTION_START), text.find(SECTION_END)
     if start != -1 and end > start:
@@ -119,44 +127,64 @@ def write_section(path: Path, body: str) -> None:
     os.replace(f.name, path)
 
 
-def section_body(results: dict, targets: list[dict], meta: dict, command: str, png: Path, md_path: Path) -> str:
+def section_body(per_split: dict, targets: list[dict], meta: dict, command: str, png: Path, md_path: Path,
+                 load: tuple[str, str], extra: str = "") -> str:
+    from tools.evaluation.bootstrap import comparison_markdown
     from tools.evaluation.report import markdown_table
 
     skipped = meta.get("skipped_models") or {}
     notes = "".join(f"\n- `{m}` not run: {why}" for m, why in skipped.items())
     rel_png = os.path.relpath(png, md_path.parent)
-    return f"""## MovieLens 100K: warm, cold-item and cold-user protocols
+    blocks = []
+    for split, run in per_split.items():
+        cal = run["calibration"]
+        cal_line = (f"Calibration (last fit, cold-user protocol): chose **{cal['chosen']}**, {cal['epochs']} epochs, "
+                    f"blend {({k: v for k, v in cal['blend'].items() if v and k != 'content_description'})}, "
+                    f"cold-item map weight {cal['cold_map_weight']}, {cal['seconds']:.1f}s.") if cal else ""
+        blocks.append(f"""### Split {split} (cold items / cold users seed {run['seed']})
 
-Command (from the repository root):
+{markdown_table(run['results'], 10)}
+
+mixrec (calibrated) minus the best baseline, per protocol and metric (paired bootstrap over users, 2000 resamples):
+
+{comparison_markdown(run['comparison'])}
+
+{cal_line}
+""")
+    return f"""## Self-calibration (issue 13)
+
+Command (from the repository root), load average before / after: {load[0]} / {load[1]} (taken under load:
+other helpers share the 2-core machine, so fit seconds are noisy):
 
 ```
 {command}
 ```
 
-Setup: warm = the official ua.base / ua.test split (every rating is a positive,
-train items excluded from ranking); cold items = {meta['cold_item_share']:.0%} of the movies held out
-(seed {meta['seed']}), ranked among the held-out movies (`cold_items`) and over the whole
-catalog (`cold_items_all`); cold users = {meta['cold_user_share']:.0%} of the users held out (seed {meta['seed']}),
-each known only by their earliest {meta['known_items']} rated movies (+ a text listing them), tested on
-all later ones. LightFM budget for every LightFM-based model: {meta['lightfm']['epochs']} epochs,
-{meta['lightfm']['no_components']} components, {meta['lightfm']['loss']} loss, {meta['lightfm']['num_threads']} threads.
-mixrec item content: {meta['content']}. Machine: {meta['machine']}. Run on {meta['date']}.{notes}
+Models: `popularity`; `lightfm` (ids); `lightfm-genres` (ids + genres as tags); `mixrec-defaults` (the shipped
+fusion settings, calibration off); `mixrec` (self-calibrated at training time, `--calibrate {meta['calibrate']}`:
+fusion/calibration.py picks among the shipped settings and LightFM ids + tags, early-stops, and chooses the
+new-user blend and the cold-item map weight on a validation split carved from the training data of each
+protocol; its fit seconds include all of that and the refit). Warm = the official split; cold items =
+{meta['cold_item_share']:.0%} of the movies, trained without and added afterwards through `add_items`, ranked among the
+held-out movies (`cold_items`) and over the whole catalogue (`cold_items_all`); cold users = {meta['cold_user_share']:.0%} of
+the users, each known by their earliest {meta['known_items']} rated movies (+ a text listing them). LightFM budget for every
+LightFM-based model: {meta['lightfm']['epochs']} epochs, {meta['lightfm']['no_components']} components, {meta['lightfm']['loss']} loss,
+{meta['lightfm']['num_threads']} threads. mixrec item content: {meta['content']}. Machine: {meta['machine']}. Run on {meta['date']}.{notes}
 
-Noise: with more than one thread LightFM trains Hogwild-style and is not bit-reproducible
-(P@10 moves by about ±0.005 between runs; `--threads 1` is deterministic), and fit
-seconds depend on the machine's load at the time, so read near-threshold targets with care.
-
-{markdown_table(results, 10)}
-
-Targets from the issue:
+{chr(10).join(blocks)}
+Targets from the issue (calibrated mixrec, every protocol of every split):
 
 {targets_markdown(targets)}
-
-![MovieLens results]({rel_png})
+{extra}
+![MovieLens results (first split)]({rel_png})
 """
 
 
 # ---------------------------------------------------------------- run
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
@@ -164,49 +192,64 @@ def main(argv: list[str] | None = None) -> int:
     from tools.datasets.embed import build_text_encoder, encode_items
     from tools.datasets.movielens import load_movielens, load_official_split
     from tools.evaluation.baselines import LightFMParams
+    from tools.evaluation.bootstrap import compare_to_best, comparison_table
     from tools.evaluation.protocols import build_models, run_protocols
-    from tools.evaluation.report import plot_results, report_console, rich_table, write_json
+    from tools.evaluation.report import plot_results, report_console, rich_table, scalars, write_json
     from tools.evaluation.splits import protocol_splits
 
+    load_before = _load()
     console = report_console()
-
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     progress = not args.no_progress
     data = load_movielens(args.data_dir, args.posters_dir)
-    warm = load_official_split(data, "ua")
-    splits = protocol_splits(data, data.extra["interactions"], warm=warm, cold_item_share=0.2,
-                             cold_user_share=0.2, n_known=5, seed=args.seed)
     params = LightFMParams(no_components=args.components, epochs=args.epochs, num_threads=args.threads,
                            seed=args.seed)
     cfg = load_config(args.config)
-    text_encoder = build_text_encoder(cfg) if "mixrec" in names else None
-    models, skipped = build_models(names, params, cfg, text_encoder.encode if text_encoder else None)
+    text_encoder = build_text_encoder(cfg) if any(n.startswith("mixrec") for n in names) else None
     content = "not used (mixrec not run)"
-    if any(m.name == "mixrec" for m in models):
+    if text_encoder is not None:
         start = time.perf_counter()
         data.embeddings = encode_items(data, cfg, images=args.posters, progress=progress, text_encoder=text_encoder)
         content = (f"{', '.join(sorted(data.embeddings.vectors))} embeddings "
                    f"({cfg.encoders.text.model} text" + (", offline untrained image encoder on posters" if args.posters else "")
                    + f"), encoded in {time.perf_counter() - start:.1f}s, not counted in fit time")
-    for name, why in skipped.items():
-        console.print(f"[yellow]skipping {name}:[/yellow] {why}")
-
-    results = run_protocols(models, data, splits.warm, splits.cold_items, splits.cold_users, k=10,
-                            progress=progress, fail_fast=False)
-    console.print(rich_table(results, 10, title="MovieLens 100K"))
-    targets = evaluate_targets(results)
+    per_split, targets, skipped = {}, [], {}
     out = Path(args.out)
+    for n, split in enumerate(s.strip() for s in args.splits.split(",") if s.strip()):
+        seed = args.seed + n
+        splits = protocol_splits(data, data.extra["interactions"], warm=load_official_split(data, split),
+                                 cold_item_share=0.2, cold_user_share=0.2, n_known=5, seed=seed)
+        models, skipped = build_models(names, params, cfg, text_encoder.encode if text_encoder else None,
+                                       args.calibrate)
+        for name, why in skipped.items():
+            console.print(f"[yellow]skipping {name}:[/yellow] {why}")
+        results = run_protocols(models, data, splits.warm, splits.cold_items, splits.cold_users, k=10,
+                                progress=progress, fail_fast=False)
+        comparison = compare_to_best(results, "mixrec")
+        console.print(rich_table(results, 10, title=f"MovieLens 100K, split {split}"))
+        console.print(comparison_table(comparison, f"split {split}: mixrec (calibrated) - best baseline, 95% CI"))
+        mix = next((m for m in models if m.name == "mixrec"), None)
+        report = mix.report.as_dict() if mix is not None and mix.report is not None else None
+        per_split[split] = {"seed": seed, "results": results, "comparison": comparison, "calibration": report}
+        targets += evaluate_targets(results, comparison, split)
+        if n == 0:
+            png = plot_results(results, out / "movielens.png", 10, title=f"MovieLens 100K, split {split}")
+    load_after = _load()
     meta = {"dataset": "ml-100k", "k": 10, "lightfm": vars(params), "seed": args.seed, "skipped_models": skipped,
             "cold_item_share": 0.2, "cold_user_share": 0.2, "known_items": 5, "content": content,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "date": time.strftime("%Y-%m-%d"),
-            "positives": "every rating (1-5)", "targets": targets}
-    json_path = write_json(results, out / "movielens.json", meta)
-    png = plot_results(results, out / "movielens.png", 10, title="MovieLens 100K")
+            "calibrate": args.calibrate, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+            "date": time.strftime("%Y-%m-%d"), "positives": "every rating (1-5)", "targets": targets,
+            "load_before": load_before, "load_after": load_after,
+            "splits": {s: {"comparison": r["comparison"], "calibration": r["calibration"]} for s, r in per_split.items()}}
+    json_path = write_json({s: scalars(r["results"]) for s, r in per_split.items()}, out / "movielens.json", meta)
     command = ".venv/bin/python bench/movielens.py" + "".join(
-        f" {flag} {value}" for flag, value in (("--epochs", args.epochs), ("--components", args.components),
+        f" {flag} {value}" for flag, value in (("--splits", args.splits), ("--calibrate", args.calibrate),
+                                               ("--epochs", args.epochs), ("--components", args.components),
                                                ("--threads", args.threads))) + (" --posters" if args.posters else "")
     md_path = Path(args.benchmarks_md)
-    write_section(md_path, section_body(results, targets, meta, command, png, md_path))
+    extra = Path(args.extra_md).read_text() if args.extra_md else ""
+    write_section(md_path, section_body(per_split, targets, meta, command, png, md_path, (load_before, load_after),
+                                        extra))
     console.print(targets_markdown(targets))
     console.print(f"wrote {json_path}, {png}, {md_path}")
     return 0

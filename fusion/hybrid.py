@@ -86,16 +86,14 @@ class HybridModel(SnapshotReader):
     @classmethod
     def train(cls, items: list[Item], emb: ItemEmbeddings, interactions: list[Interaction], cfg: MixrecConfig,
               progress: bool = False, weights: FeatureWeights | None = None,
-              epochs: int | None = None) -> "HybridModel":
+              epochs: int | None = None, content: tuple[SharedSpace, Codebook] | None = None) -> "HybridModel":
+        """``content``: a shared space and codebook already fitted on (a superset of) these items'
+        content, reused instead of refitted (fusion/calibration.py trains several models on one catalogue)."""
         emb = _align(items, emb)
-        space = SharedSpace.fit(emb, cfg.fusion)
+        space, codebook = content or cls.fit_content(items, emb, cfg)
         per = space.project_items(emb)
         masks = {m: (emb.masks[m].copy() if m in emb.masks else np.zeros(len(emb), bool)) for m in per}
         fused = space.fuse_projected(per, masks)
-        has = np.linalg.norm(fused, axis=1) > 0
-        codebook = Codebook.fit(fused[has], cfg.fusion.codebook_size, cfg.fusion.soft_top, cfg.fusion.temperature,
-                                cfg.fusion.seed)
-        codebook.build_labels(items, fused)
         model = cls(cfg.model, cfg.fusion, space, codebook, weights or FeatureWeights())
         model.event_rules = cfg.events
         model.constant_groups = constant_groups(items)
@@ -107,6 +105,20 @@ class HybridModel(SnapshotReader):
             model.weights = replace(model.weights, identity=auto_identity_weight(per_item))
         model._fit(epochs or cfg.model.epochs, progress)
         return model
+
+    @staticmethod
+    def fit_content(items: list[Item], emb: ItemEmbeddings, cfg: MixrecConfig) -> tuple[SharedSpace, Codebook]:
+        """The shared space and the interest codebook of ``items``' content (no interaction involved)."""
+        emb = _align(items, emb)
+        space = SharedSpace.fit(emb, cfg.fusion)
+        per = space.project_items(emb)
+        masks = {m: (emb.masks[m].copy() if m in emb.masks else np.zeros(len(emb), bool)) for m in per}
+        fused = space.fuse_projected(per, masks)
+        has = np.linalg.norm(fused, axis=1) > 0
+        codebook = Codebook.fit(fused[has], cfg.fusion.codebook_size, cfg.fusion.soft_top, cfg.fusion.temperature,
+                                cfg.fusion.seed)
+        codebook.build_labels(items, fused)
+        return space, codebook
 
     def _append_items(self, items: list[Item], per: dict[str, np.ndarray], masks: dict[str, np.ndarray],
                       fused: np.ndarray) -> None:
@@ -480,6 +492,15 @@ class HybridModel(SnapshotReader):
 
     def _refresh(self) -> None:
         self._fit(0, False)
+
+    def set_scoring_knobs(self, blend: QueryBlend | None = None, cold_map_weight: float | None = None) -> None:
+        """Scoring-time settings (chosen by fusion/calibration.py without refitting); republishes."""
+        with self._lock:
+            if blend is not None:
+                self.blend_weights = blend
+            if cold_map_weight is not None:
+                self.cold_map_weight = float(cold_map_weight)
+            self._refresh()
 
     # ================================================================== item columns
     def _live_item_index(self) -> dict[str, int]:

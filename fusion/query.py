@@ -5,7 +5,8 @@ different view of "what this person likes":
 
 * ``lightfm``      LightFM with the query's interest-cluster tokens as user features
                    (the hybrid model's own cold-user path),
-* ``liked``        the mean LightFM representation of the liked items (item-to-item),
+* ``liked``        the mean LightFM representation of the liked items, scored as a user
+                   (LightFM's standard fold-in, item biases included),
 * ``neighbours``   fold-in: the mean LightFM vector of known users who liked the same items,
 * ``cooccurrence`` item-item cosine over the interaction matrix from the liked items,
 * ``association``  sum of P(item | liked item) over the liked items (user-kNN-like),
@@ -128,18 +129,6 @@ def blend(components: dict[str, np.ndarray], weights: QueryBlend) -> np.ndarray:
     return total
 
 
-def _ndcg_at_k(scores: np.ndarray, targets: np.ndarray, exclude: np.ndarray, k: int) -> float:
-    s = scores.copy()
-    s[exclude] = -np.inf
-    k = min(k, len(s) - 1)
-    top = np.argpartition(-s, k)[:k]
-    top = top[np.argsort(-s[top])]
-    hits = np.isin(top, targets)
-    dcg = (hits / np.log2(np.arange(2, k + 2))).sum()
-    idcg = (1.0 / np.log2(np.arange(2, min(k, len(targets)) + 2))).sum()
-    return float(dcg / idcg) if idcg > 0 else 0.0
-
-
 def calibrate_blend(components: Sequence[dict[str, np.ndarray]], targets: Sequence[np.ndarray],
                     excludes: Sequence[np.ndarray], k: int = 10, starts: Sequence[QueryBlend] | None = None,
                     grid: Sequence[float] = (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
@@ -148,16 +137,26 @@ def calibrate_blend(components: Sequence[dict[str, np.ndarray]], targets: Sequen
 
     Several starts (the defaults, popularity alone, each component alone) because the
     objective is flat and bumpy: a single start stalls in the nearest local optimum.
+    Every trial scores all queries at once (one (queries x components x items) stack), so a
+    training-time calibration (fusion/calibration.py) can afford it.
     """
-    pre = [{n: standardise(s) for n, s in c.items()} for c in components]
-    names = sorted({n for c in pre for n in c})
+    from fusion import validation  # the metric calibration shares; imported here to keep this module light
+
+    names = sorted({n for c in components for n in c})
+    if not components or not names:
+        return QueryBlend(), 0.0
+    n_items = len(next(iter(components[0].values())))
+    stack = np.zeros((len(components), len(names), n_items), np.float32)
+    for r, c in enumerate(components):
+        for j, n in enumerate(names):
+            if n in c:
+                stack[r, j] = standardise(c[n])
+    relevant = validation.target_mask(targets, n_items)
+    rankable = validation.rankable_mask(len(components), n_items, excludes, None)
 
     def score(w: dict[str, float]) -> float:
-        vals = []
-        for c, t, ex in zip(pre, targets, excludes):
-            total = sum(w.get(n, 0.0) * s for n, s in c.items())
-            vals.append(_ndcg_at_k(np.asarray(total, np.float64), t, ex, k))
-        return float(np.mean(vals)) if vals else 0.0
+        total = np.einsum("ucn,c->un", stack, np.array([w.get(n, 0.0) for n in names], np.float32))
+        return float(np.nan_to_num(validation.ndcg_at_k(total, relevant, rankable, k)).mean())
 
     zero = {n: 0.0 for n in QueryBlend().as_dict()}
     if starts is None:

@@ -257,7 +257,8 @@ def query_components(snap: Snapshot, codebook: "Codebook", interest: np.ndarray,
         parts["lightfm"] = user_scores(snap, u)
     if seeds is not None:
         idx, sw = seeds
-        parts["liked"] = snap.item_repr @ (sw @ snap.item_repr[idx] / sw.sum())
+        # LightFM's standard fold-in: the mean liked representation scored as a user (bias included)
+        parts["liked"] = user_scores(snap, sw @ snap.item_repr[idx] / sw.sum())
         u = neighbour_vector(snap, idx, sw)
         if u is not None:
             parts["neighbours"] = user_scores(snap, u)

@@ -23,8 +23,10 @@ def evaluate_command(
     data_dir: Path = typer.Option(None, "--data-dir", help="ml-100k directory (default: $MIXREC_MOVIELENS_DIR or ../shared/data/ml-100k)"),
     posters_dir: Path = typer.Option(None, "--posters-dir", help="ml-100k posters (default: $MIXREC_POSTERS_DIR or ../shared/data/ml-100k-posters/posters)"),
     posters: bool = typer.Option(False, "--posters/--no-posters", help="MovieLens: also encode posters with the configured image encoder"),
-    models: str = typer.Option("popularity,lightfm,lightfm-tags,mixrec", "--models", help="Comma-separated: popularity, lightfm, lightfm-tags, mixrec"),
-    protocols: str = typer.Option("warm,cold_items,cold_users", "--protocols", help="Comma-separated: warm, cold_items, cold_users. cold_items also reports cold_items_all: the same cold items ranked over the whole catalogue instead of among the cold items only"),
+    models: str = typer.Option("popularity,lightfm,lightfm-tags,mixrec-defaults,mixrec", "--models", help="Comma-separated: popularity, lightfm, lightfm-tags, mixrec-defaults (the shipped settings), mixrec (self-calibrated, see --calibrate)"),
+    protocols: str = typer.Option("warm,cold_items,cold_users", "--protocols", help="Comma-separated: warm (known users, all items), cold_items (items trained without and added afterwards through add_items, ranked among the held-out items; also reports cold_items_all: the same cold items ranked over the whole catalogue), cold_users (users known only by their earliest --known items, + a text listing them)"),
+    calibrate: str = typer.Option("fast", "--calibrate", help="Calibration budget of the mixrec model: off, fast, full (mixrec-defaults is always off)"),
+    split: str = typer.Option("ua", "--split", help="MovieLens: the official warm split (ua, ub, u1..u5)"),
     config: Path = typer.Option(None, "--config", "-c", help="YAML config for mixrec and the encoders (default: $MIXREC_CONFIG or configs/offline.yaml)"),
     epochs: int = typer.Option(20, "--epochs", min=1),
     components: int = typer.Option(None, "--components", min=1, help="LightFM dimensions of the baselines (default: model.no_components of the config, as the served model: 48 in configs/offline.yaml)"),
@@ -42,6 +44,7 @@ def evaluate_command(
     from mixrec.config import ConfigError, load_config
     from tools.datasets.embed import build_text_encoder, encode_items
     from tools.evaluation.baselines import LightFMParams
+    from tools.evaluation.bootstrap import compare_to_best, comparison_markdown, comparison_table
     from tools.evaluation.protocols import build_models, run_protocols
     from tools.evaluation.report import report_console, rich_table, write_report
     from tools.evaluation.splits import protocol_splits
@@ -60,7 +63,7 @@ def evaluate_command(
             from tools.datasets.movielens import load_movielens, load_official_split
 
             data = load_movielens(data_dir, posters_dir)
-            warm = load_official_split(data, "ua") if "warm" in wanted else None
+            warm = load_official_split(data, split) if "warm" in wanted else None
             if "mixrec" in names:
                 data.embeddings = encode_items(data, cfg, images=posters, progress=progress,
                                                text_encoder=text_encoder)
@@ -83,7 +86,9 @@ def evaluate_command(
             console.print("[yellow]embeddings.npz was made with another text encoder: "
                           "cold-user query texts are not used[/yellow]")
             text_encoder = None
-        built, skipped = build_models(names, params, cfg, text_encoder.encode if text_encoder else None)
+        if calibrate not in ("off", "fast", "full"):
+            raise ValueError(f"--calibrate must be off, fast or full, got {calibrate!r}")
+        built, skipped = build_models(names, params, cfg, text_encoder.encode if text_encoder else None, calibrate)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
@@ -97,9 +102,18 @@ def evaluate_command(
                             progress=progress, fail_fast=False)
     title = f"{dataset.value}: {data.n_users} users x {data.n_items} items"
     console.print(rich_table(results, k, title=title))
+    comparison = compare_to_best(results, "mixrec")
+    if comparison:
+        console.print(comparison_table(comparison, "mixrec (calibrated) - best baseline, 95% CI over users"))
+    calibration = {m.name: m.report.as_dict() for m in built if getattr(m, "report", None) is not None}
     meta = {"dataset": dataset.value, "k": k, "lightfm": vars(params), "seed": seed, "skipped_models": skipped,
-            "cold_item_share": cold_item_share, "cold_user_share": cold_user_share, "known_items": known}
+            "cold_item_share": cold_item_share, "cold_user_share": cold_user_share, "known_items": known,
+            "calibrate": calibrate, "split": split if dataset is Dataset.movielens else None,
+            "comparison": comparison, "calibration_last_fit": calibration}
     paths = write_report(results, out, "evaluation", k=k, title=title, meta=meta)
+    if comparison:
+        paths["md"].write_text(paths["md"].read_text() + "\n## mixrec (calibrated) - best baseline\n\n"
+                               + comparison_markdown(comparison) + "\n")
     console.print("wrote " + ", ".join(str(p) for p in paths.values()))
 
 

@@ -79,5 +79,29 @@ def list_command() -> None:
     Console().print(table)
 
 
+def info_command(
+    artifacts: Path = typer.Argument(..., help="Artifacts directory written by `mixrec train --out`"),
+) -> None:
+    """What a trained model is: its settings and how training-time calibration chose them."""
+    import json
+
+    from fusion.calibration import CalibrationReport
+    from tools.cli.train import calibration_table
+
+    console = Console()
+    if not artifacts.is_dir():
+        console.print(f"[red]error:[/red] no artifacts directory at {artifacts}")
+        raise typer.Exit(2)
+    report = CalibrationReport.load(artifacts)
+    if report is None:
+        console.print(f"{artifacts}: no calibration report (trained with --calibrate off, or before calibration "
+                      "existed): the configured defaults")
+        return
+    console.print(calibration_table(report))
+    console.print(json.dumps({k: report[k] for k in ("weights", "fusion", "blend", "cold_map_weight", "epochs",
+                                                      "figures")}, indent=2))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
+    app.command("info")(info_command)

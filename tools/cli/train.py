@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+
+class Calibrate(str, Enum):
+    off = "off"
+    fast = "fast"
+    full = "full"
 
 
 def train_command(
@@ -17,12 +24,16 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="Artifacts directory to write"),
     model_store: str = typer.Option(None, "--model-store", help="Also save into the BentoML model store under this name"),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    calibrate: Calibrate = typer.Option(Calibrate.fast, "--calibrate", help="Choose the fusion settings on a validation "
+                                        "split of this data, then refit: off (the configured defaults), fast (the "
+                                        "defaults vs LightFM ids + tags, early stopping, new-user blend, cold-item "
+                                        "map; measured about 12x one plain LightFM fit on ml-100k ua, see BENCHMARKS.md), full (more candidates)"),
 ) -> None:
     """Fit the shared space, the interest codebook and the LightFM hybrid; save the artifacts."""
     from encoders.errors import EncoderError
     from encoders.fingerprint import check_same
     from encoders.registry import configured_fingerprints
-    from fusion.hybrid import HybridModel
+    from fusion.calibration import train_model
     from fusion.shared_space import IncompatibleEmbeddingsError
     from mixrec.catalog import read_interactions, read_items
     from mixrec.config import DEFAULT_CONFIG, ENV_CONFIG_FILE, ConfigError, load_config
@@ -40,12 +51,13 @@ def train_command(
                    have_name=f"the embeddings {embeddings}", want_name=f"the config {cfg_name}",
                    fix=f"re-encode with `mixrec encode --config {cfg_name}`, or train with the config the "
                        "embeddings were made with")
-        model = HybridModel.train(items, emb, interactions, cfg, progress=progress)
+        model, report = train_model(items, emb, interactions, cfg, calibrate=calibrate.value, progress=progress)
     except (ConfigError, EncoderError, FileNotFoundError, IncompatibleEmbeddingsError, ValueError, KeyError) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     model.save(out)
     ann = _write_ann_indexes(model, cfg, out)
+    report.save(out)
     table = Table(title=f"trained -> {out}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -62,6 +74,7 @@ def train_command(
                              f"{model.model_cfg.epochs} epochs, {model.fit_seconds:.1f}s")
     table.add_row("features item / user", f"{len(model.item_fidx)} / {len(model.user_fidx)}")
     console.print(table)
+    console.print(calibration_table(report.as_dict()))
     labels = Table(title="interest clusters (first 10)")
     labels.add_column("id", justify="right")
     labels.add_column("label")
@@ -97,6 +110,29 @@ def _copy_ann_indexes(out: Path, tag: str) -> None:
     if (out / STORE_DIR).is_dir():
         shutil.copytree(out / STORE_DIR, Path(bentoml.models.get(tag).path) / STORE_DIR,
                         ignore=shutil.ignore_patterns(".lock"), dirs_exist_ok=True)
+
+
+def _num(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def calibration_table(report: dict) -> Table:
+    """The calibration report (fusion.calibration.CalibrationReport.as_dict) as a rich table:
+    each candidate's validation figures at its best epoch, the chosen one marked."""
+    table = Table(title=f"calibration ({report['mode']}): chose {report['chosen']!r}, {report['epochs']} epochs, "
+                        f"{report['seconds']:.1f}s in all")
+    for col in ("candidate", "best epoch", "warm NDCG@10", "warm AUC", "cold items NDCG@10", "cold users NDCG@10",
+                "score", "fit s"):
+        table.add_column(col, justify="left" if col == "candidate" else "right")
+    for c in report.get("candidates", []):
+        b = c.get("best") or {}
+        mark = "[bold green]* [/bold green]" if c["name"] == report["chosen"] else "  "
+        table.add_row(mark + c["name"], str(b.get("epochs", "-")), _num(b.get("warm")), _num(b.get("warm_auc")),
+                      _num(b.get("cold_items")), _num(b.get("cold_users")), f"{c['score']:.3f}", f"{c['fit_seconds']:.1f}")
+    blend = {k: v for k, v in report.get("blend", {}).items() if v and k != "content_description"}
+    table.caption = (f"new-user blend {blend}; cold-item map weight {report.get('cold_map_weight')}; "
+                     f"validation {report.get('validation', {})}; refit {report.get('refit_seconds', 0):.1f}s")
+    return table
 
 
 def register(app: typer.Typer) -> None:

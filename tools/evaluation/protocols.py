@@ -7,6 +7,8 @@ start from scratch every call) and scored in user batches, so memory stays at
 Protocols and what they rank:
   warm            known users, all items minus their train items
   cold_items      users with interactions on held-out items, ranked over the held-out items only
+                  (models train without the held-out items; mixrec adds them afterwards through
+                  HybridModel.add_items, as the service does)
   cold_items_all  the same users and test set, ranked over the whole catalog (train items excluded)
   cold_users      held-out users from their known items (+ query text), all items minus the known ones
 
@@ -35,11 +37,12 @@ if TYPE_CHECKING:
     from mixrec.config import MixrecConfig
     from tools.evaluation.baselines import LightFMParams
 
-__all__ = ["run_protocols", "build_models", "with_lightfm_budget", "MODEL_CHOICES",
-           "PROTOCOL_TITLES"]
+__all__ = ["run_protocols", "build_models", "with_lightfm_budget", "MODEL_CHOICES", "BASELINES",
+           "PROTOCOL_TITLES", "PER_USER"]
 
 log = logging.getLogger(__name__)
 
+PER_USER = "per_user"
 PROTOCOL_TITLES = {
     "warm": "warm (known users, all items)",
     "cold_items": "cold items (ranked among held-out items)",
@@ -76,6 +79,9 @@ class _Accumulator:
             "coverage": catalog_coverage(top, candidates),
             "novelty": novelty(top, popularity),
             "users": int(len(top)),
+            # Per-user values (same users, same order, for every model on a protocol): the paired
+            # bootstrap of tools/evaluation/bootstrap.py reads them; write_json leaves them out.
+            PER_USER: {f"precision_at_{k}": cat("precision"), f"ndcg_at_{k}": cat("ndcg"), "auc": aucs},
         }
 
 
@@ -193,13 +199,14 @@ def run_protocols(models: Sequence[EvalModel], data: EvalData, warm_split: WarmS
     return {p: results[p] for p in PROTOCOL_TITLES if p in results}
 
 
-MODEL_CHOICES = ("popularity", "lightfm", "lightfm-tags", "lightfm-genres", "mixrec")
+MODEL_CHOICES = ("popularity", "lightfm", "lightfm-tags", "lightfm-genres", "mixrec-defaults", "mixrec")
+BASELINES = ("popularity", "lightfm", "lightfm-tags", "lightfm-genres")
 
 
 def build_models(names: Sequence[str], params: "LightFMParams | None" = None,
                  mixrec_config: "MixrecConfig | None" = None,
                  text_encoder: Callable[[list[str]], np.ndarray] | None = None,
-                 ) -> tuple[list[EvalModel], dict[str, str]]:
+                 calibrate: str = "fast") -> tuple[list[EvalModel], dict[str, str]]:
     """Models by name (see ``MODEL_CHOICES``) and, for those that could not be built, why.
 
     ``lightfm-tags`` / ``lightfm-genres`` are the same hybrid baseline under two
@@ -221,7 +228,7 @@ def build_models(names: Sequence[str], params: "LightFMParams | None" = None,
             models.append(LightFMIds(params, name))
         elif name in ("lightfm-tags", "lightfm-genres"):
             models.append(LightFMGenres(params, name))
-        elif name == "mixrec":
+        elif name in ("mixrec", "mixrec-defaults"):
             try:
                 from tools.evaluation.adapter import MixrecEvalModel
             except ImportError as exc:
@@ -232,7 +239,8 @@ def build_models(names: Sequence[str], params: "LightFMParams | None" = None,
 
                 mixrec_config = load_config()
             kwargs = {"text_encoder": text_encoder} if text_encoder is not None else {}
-            models.append(MixrecEvalModel(with_lightfm_budget(mixrec_config, params), name=name, **kwargs))
+            models.append(MixrecEvalModel(with_lightfm_budget(mixrec_config, params), name=name,
+                                          calibrate=calibrate if name == "mixrec" else "off", **kwargs))
         else:
             raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_CHOICES)}")
     return models, skipped

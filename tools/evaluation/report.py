@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from rich.console import Console
 from rich.table import Table
 
-from tools.evaluation.protocols import PROTOCOL_TITLES
+from tools.evaluation.protocols import PER_USER, PROTOCOL_TITLES
 
 __all__ = ["Results", "columns", "report_console", "rich_table", "markdown_table", "write_json", "plot_results", "write_report"]
 
@@ -82,7 +82,14 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def scalars(results: Results) -> dict:
+    """``results`` without the per-user arrays (``protocols.PER_USER``)."""
+    return {p: {m: {k: v for k, v in metrics.items() if k != PER_USER} for m, metrics in by_model.items()}
+            for p, by_model in results.items()}
+
+
 def write_json(results: Results, path: str | Path, meta: Mapping[str, Any] | None = None) -> Path:
+    results = scalars(results)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"results": results, **({"meta": meta} if meta else {})}

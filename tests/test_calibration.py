@@ -1,0 +1,158 @@
+"""Training-time self-calibration (fusion/calibration.py, fusion/holdout.py, fusion/validation.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusion import calibration, validation
+from fusion.calibration import (IDS_TAGS, SHIPPED, CalibrationReport, CandidateResult, Checkpoint, candidate_set,
+                                checkpoints, train_model)
+from fusion.holdout import make_holdout
+from fusion.hybrid import HybridModel
+from fusion.query import Query, QueryBlend
+from fusion.synthetic import make_catalog
+from mixrec.catalog import Interaction
+from mixrec.config import load_config
+from mixrec.events import DEFAULT_RULES
+
+
+def small_config(**model):
+    cfg = load_config("configs/offline.yaml", environ={})
+    return cfg.model_copy(update={
+        "fusion": cfg.fusion.model_copy(update={"shared_dim": 16, "codebook_size": 12}),
+        "model": cfg.model.model_copy(update={"no_components": 8, "epochs": 4, "num_threads": 1, **model})})
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return make_catalog(n_items=200, n_users=120, per_user=15, seed=1)
+
+
+# ------------------------------------------------------------------ holdout
+def test_holdout_by_time_holds_out_each_users_newest_likes(catalog):
+    hold = make_holdout(catalog.items, catalog.interactions, DEFAULT_RULES, seed=0)
+    assert hold.by_time
+    train_pairs = {(r.user_id, r.item_id) for r in hold.train_interactions}
+    cold = {it.item_id for it in hold.cold_items}
+    assert cold and not cold & {it.item_id for it in hold.train_items}
+    assert not any(r.item_id in cold for r in hold.train_interactions)  # trained without the cold items
+    cold_users = {tuple(k) for k, _ in hold.cold_users}
+    assert cold_users
+    newest = {}
+    for r in catalog.interactions:
+        if r.item_id not in cold:
+            newest.setdefault(r.user_id, []).append((r.timestamp, r.item_id))
+    for u in hold.warm_users:
+        targets = hold.warm_targets[u]
+        assert not any((u, i) in train_pairs for i in targets)
+        latest = [i for _, i in sorted(newest[u])[-len(targets):]]
+        assert set(targets) == set(latest)  # the newest, not a random draw
+    for known, later in hold.cold_users:
+        assert len(known) == 5 and later
+
+
+def test_holdout_without_timestamps_is_random_per_user_and_seeded(catalog):
+    flat = [Interaction(r.user_id, r.item_id, r.event, r.weight, 0.0) for r in catalog.interactions]
+    a = make_holdout(catalog.items, flat, DEFAULT_RULES, seed=3)
+    b = make_holdout(catalog.items, flat, DEFAULT_RULES, seed=3)
+    assert not a.by_time and a.warm_targets == b.warm_targets
+    c = make_holdout(catalog.items, flat, DEFAULT_RULES, seed=4)
+    assert c.warm_targets != a.warm_targets
+
+
+# ------------------------------------------------------------------ metrics
+def test_validation_metrics_match_hand_computed_values():
+    scores = np.array([[0.9, 0.8, 0.1, 0.5], [0.1, 0.2, 0.3, 0.4]])
+    rel = validation.target_mask([np.array([1]), np.array([0])], 4)
+    ok = validation.rankable_mask(2, 4, [np.array([0]), np.array([], np.int64)], None)
+    ndcg = validation.ndcg_at_k(scores, rel, ok, k=2)
+    assert ndcg[0] == pytest.approx(1.0)  # item 0 excluded: item 1 ranks first
+    assert ndcg[1] == pytest.approx(0.0)
+    auc = validation.auc(scores, rel, ok)
+    assert auc[0] == pytest.approx(1.0) and auc[1] == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ candidates and selection
+def test_candidate_set_always_holds_ids_plus_tags():
+    cfg = small_config()
+    for mode in ("fast", "full"):
+        names = [c.name for c in candidate_set(mode, cfg)]
+        assert IDS_TAGS.name in names and SHIPPED.name in names
+    assert IDS_TAGS.weights.clusters == 0 and IDS_TAGS.weights.item_type == 0
+    assert len(candidate_set("full", cfg)) > len(candidate_set("fast", cfg))
+    with pytest.raises(ValueError):
+        candidate_set("off", cfg)
+    assert checkpoints("fast", 20) == [10, 20]
+    assert checkpoints("full", 20)[-1] == 30
+
+
+def test_selection_weighs_every_protocol_alike():
+    a = CandidateResult("a", {}, {}, 0.0, [Checkpoint(5, warm=0.30, cold_items=0.10, cold_users=0.20),
+                                         Checkpoint(10, warm=0.31, cold_items=0.05, cold_users=0.20)])
+    b = CandidateResult("b", {}, {}, 0.0, [Checkpoint(5, warm=0.29, cold_items=0.10, cold_users=0.21)])
+    chosen = calibration._select([a, b])
+    assert chosen.name == "b" and chosen.best.epochs == 5
+    assert a.best.epochs == 5  # epoch 10 gains 0.01 warm but halves cold items: early stopping keeps 5
+
+
+# ------------------------------------------------------------------ train_model
+@pytest.fixture(scope="module")
+def calibrated(catalog):
+    return train_model(catalog.items, catalog.embeddings, catalog.interactions, small_config(), calibrate="fast")
+
+
+def test_train_model_fast_validates_candidates_and_refits_on_all_data(calibrated, catalog):
+    model, report = calibrated
+    assert report.mode == "fast"
+    assert [c.name for c in report.candidates] == [SHIPPED.name, IDS_TAGS.name]
+    assert report.chosen in {c.name for c in report.candidates}
+    assert report.epochs in checkpoints("fast", 4)
+    for c in report.candidates:
+        assert [cp.epochs for cp in c.checkpoints] == checkpoints("fast", 4)
+        assert all(cp.warm is not None and cp.cold_items is not None and cp.cold_users is not None
+                   for cp in c.checkpoints)
+    chosen = next(c for c in report.candidates if c.name == report.chosen)
+    assert chosen.score == max(c.score for c in report.candidates)
+    # refitted on all the data, with what was chosen
+    assert len(model.snapshot.item_ids) == len(catalog.items)
+    assert model.snapshot.seen.nnz == len({(r.user_id, r.item_id) for r in catalog.interactions})
+    assert model.blend_weights.as_dict() == report.blend
+    assert model.cold_map_weight == report.cold_map_weight
+    assert model.model_cfg.epochs == report.epochs
+    assert report.figures["warm_ndcg_at_10"] is not None and report.seconds > report.refit_seconds > 0
+
+
+def test_report_round_trips_through_the_artifacts_directory(calibrated, tmp_path):
+    _, report = calibrated
+    report.save(tmp_path)
+    loaded = CalibrationReport.load(tmp_path)
+    assert loaded["chosen"] == report.chosen and loaded["blend"] == report.blend
+    assert len(loaded["candidates"]) == len(report.candidates)
+    assert CalibrationReport.load(tmp_path / "nowhere") is None
+
+
+def test_calibrate_off_is_the_plain_training_path(catalog):
+    cfg = small_config()
+    model, report = train_model(catalog.items, catalog.embeddings, catalog.interactions, cfg, calibrate="off")
+    assert report.mode == "off" and not report.candidates
+    assert model.blend_weights == QueryBlend()
+    with pytest.raises(ValueError, match="calibrate"):
+        train_model(catalog.items, catalog.embeddings, catalog.interactions, cfg, calibrate="fastest")
+
+
+def test_too_little_data_falls_back_to_the_defaults_and_says_so(catalog):
+    few = catalog.interactions[:3]
+    model, report = train_model(catalog.items, catalog.embeddings, few, small_config(), calibrate="fast")
+    assert "skipped" in report.mode and not report.candidates
+    assert isinstance(model, HybridModel)
+
+
+def test_scoring_knobs_change_the_published_scores(catalog):
+    model = HybridModel.train(catalog.items, catalog.embeddings, catalog.interactions, small_config())
+    q = Query(liked_item_ids=tuple(it.item_id for it in catalog.items[:3]))
+    before = model.score_all(q)
+    model.set_scoring_knobs(blend=QueryBlend(neighbours=0.0, liked=1.0, content=0.0))
+    assert not np.allclose(before, model.score_all(q))
+    model.set_scoring_knobs(cold_map_weight=0.0)
+    assert model.cold_map_weight == 0.0
