@@ -180,7 +180,9 @@ class ItemCatalog:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, row: int) -> Item:
+    def __getitem__(self, row: int | slice) -> Item | list[Item]:
+        if isinstance(row, slice):  # a list's slice: the Items of those rows
+            return [self.item(r) for r in range(*row.indices(len(self.ids)))]
         return self.item(row)
 
     def __iter__(self):

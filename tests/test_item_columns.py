@@ -47,6 +47,9 @@ def test_catalog_rows_give_back_the_items():
     assert kept.index == {"a": 0, "c": 1} and len(cat) == 3  # the old catalogue is untouched
     back = ItemCatalog.from_arrays(cat.arrays(2), cat.vocabularies())
     assert [fields(it) for it in back] == [fields(it) for it in ODD[:2]]
+    # a slice reads like a list's (callers that held ``list[Item]`` before keep working)
+    assert [fields(it) for it in cat[1:]] == [fields(it) for it in ODD[1:]]
+    assert [fields(it) for it in cat[::-2]] == [fields(ODD[2]), fields(ODD[0])]
 
 
 def test_a_view_never_sees_later_appends():
