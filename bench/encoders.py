@@ -73,23 +73,27 @@ def _time(fn, batch, repeats: int) -> float:
     return len(batch) / statistics.median(runs)
 
 
-def measure(cfg, inputs, repeats: int, device: str) -> tuple[dict, dict]:
+def measure(cfg, inputs, repeats: int, device: str, runtimes: tuple[str, ...] = ("torch",)) -> tuple[dict, dict]:
+    """items/s per encoder (and per runtime: torch, ONNX Runtime on the CPU) at each batch size."""
     from encoders.registry import build_encoder
     from encoders.video import VideoEncoder
 
     encs = {}
     for m in ("text", "image", "audio"):
-        section = getattr(cfg.encoders, m).model_copy(update={"device": device, "batch_size": max(BATCH_SIZES)})
-        encs[m] = build_encoder(section, cfg.limits)
-    encs["video"] = VideoEncoder.from_config(cfg, encs["image"], encs["audio"])
+        for rt in runtimes if device == "cpu" else ("torch",):
+            section = getattr(cfg.encoders, m)
+            section = section.model_copy(update={"device": device, "batch_size": max(BATCH_SIZES),
+                                                 "options": {**section.options, "runtime": rt}})
+            encs[(m, rt)] = build_encoder(section, cfg.limits)
+    encs[("video", "torch")] = VideoEncoder.from_config(cfg, encs[("image", "torch")], encs[("audio", "torch")])
     results, described = {}, {}
-    for m, enc in encs.items():
-        name = "video" if m == "video" else f"{m}:{enc.describe()['kind']}:{enc.describe()['model']}"
+    for (m, rt), enc in encs.items():
+        name = "video" if m == "video" else f"{m}:{enc.describe()['kind']}:{enc.describe()['model']} ({rt})"
         described[name] = enc.describe() if m != "video" else {"keyframes": enc.keyframes}
         results[name] = {}
         for bs in BATCH_SIZES:
             results[name][str(bs)] = {"items_per_s": round(_time(enc.encode, inputs[m][:bs], repeats), 2)}
-            print(f"  {device:4s} {name:50s} batch {bs:3d}: {results[name][str(bs)]['items_per_s']:9.1f} items/s",
+            print(f"  {device:4s} {name:58s} batch {bs:3d}: {results[name][str(bs)]['items_per_s']:9.1f} items/s",
                   flush=True)
     return results, described
 
@@ -133,36 +137,43 @@ def _rate(fn, items: int, repeats: int) -> float:
     return items / statistics.median(runs)
 
 
-def measure_catalogue(cfg, n: int, repeats: int) -> dict:
-    """Best batch throughput on short same-length texts vs the whole catalogue, sorted and not."""
+def measure_catalogue(cfg, n: int, repeats: int, runtimes: tuple[str, ...] = ("torch",)) -> dict:
+    """Per runtime: best batch throughput on short same-length texts vs the whole catalogue, sorted and not."""
     from encoders.registry import build_encoder
 
     texts, source = movielens_texts(n)
-    enc = build_encoder(cfg.encoders.text.model_copy(update={"device": "cpu"}), cfg.limits)
-    lengths = np.array([len(x) for x in enc.tokenizer(texts, truncation=True, max_length=enc.max_length)["input_ids"]])
-    tokens = int(lengths.sum())
-    # "Short inputs" for the best batch: texts of the catalogue's median token length, so a batch has no padding.
-    short = [t for t, k in zip(texts, lengths) if k == int(np.median(lengths))]
-    best = {}
-    for bs in (8, 32, 64, 128):
-        batch = (short * (bs // max(1, len(short)) + 1))[:bs]
-        enc.encode(batch)
-        best[str(bs)] = round(_rate(lambda: enc.encode(batch), bs, max(3, repeats)), 1)
-        print(f"  short texts ({int(np.median(lengths))} tokens), batch {bs:3d}: {best[str(bs)]:8.1f} items/s", flush=True)
-    best_rate = max(best.values())
-    cat = {}
-    for label, sort in (("unsorted", False), ("length_sorted", True)):
-        enc.sort_by_length = sort
-        rate = _rate(lambda: enc.encode(texts), n, repeats)
-        cat[label] = {"items_per_s": round(rate, 1), "tokens_per_s": round(rate * tokens / n, 1),
-                      "ratio_to_best_batch": round(rate / best_rate, 3)}
-        print(f"  catalogue {label:14s}: {rate:8.1f} items/s, {rate * tokens / n:9.1f} tokens/s, "
-              f"{rate / best_rate:.2f} of the best batch", flush=True)
-    return {"source": source, "items": n, "tokens": tokens, "token_length": {
-                "min": int(lengths.min()), "median": int(np.median(lengths)), "p95": int(np.percentile(lengths, 95)),
-                "max": int(lengths.max())},
-            "batch_size": enc.batch_size, "torch_threads": torch.get_num_threads(),
-            "best_batch_items_per_s": best, "best": best_rate, "catalogue": cat}
+    out = {"command": " ".join([".venv/bin/python bench/encoders.py", *sys.argv[1:]]), "source": source, "items": n,
+           "torch_threads": torch.get_num_threads(), "runtimes": {}}
+    for rt in runtimes:
+        section = cfg.encoders.text.model_copy(update={"device": "cpu",
+                                                       "options": {**cfg.encoders.text.options, "runtime": rt}})
+        enc = build_encoder(section, cfg.limits)
+        lengths = np.array([len(x) for x in enc.tokenizer(texts, truncation=True, max_length=enc.max_length)["input_ids"]])
+        tokens = int(lengths.sum())
+        out.update(tokens=tokens, batch_size=enc.batch_size, token_length={
+            "min": int(lengths.min()), "median": int(np.median(lengths)), "p95": int(np.percentile(lengths, 95)),
+            "max": int(lengths.max())})
+        # "Short inputs" for the best batch: texts of the catalogue's median token length, so no padding at all.
+        short = [t for t, k in zip(texts, lengths) if k == int(np.median(lengths))]
+        best = {}
+        for bs in (8, 32, 64, 128):
+            batch = (short * (bs // max(1, len(short)) + 1))[:bs]
+            enc.encode(batch)
+            best[str(bs)] = round(_rate(lambda: enc.encode(batch), bs, max(3, repeats)), 1)
+            print(f"  {rt:5s} short texts ({int(np.median(lengths))} tokens), batch {bs:3d}: {best[str(bs)]:8.1f} items/s",
+                  flush=True)
+        best_rate = max(best.values())
+        cat = {}
+        for label, sort in (("unsorted", False), ("length_sorted", True)):
+            enc.sort_by_length = sort
+            rate = _rate(lambda: enc.encode(texts), n, repeats)
+            cat[label] = {"items_per_s": round(rate, 1), "tokens_per_s": round(rate * tokens / n, 1),
+                          "ratio_to_best_batch": round(rate / best_rate, 3)}
+            print(f"  {rt:5s} catalogue {label:14s}: {rate:8.1f} items/s, {rate * tokens / n:9.1f} tokens/s, "
+                  f"{rate / best_rate:.2f} of the best batch", flush=True)
+        out["runtimes"][rt] = {"best_batch_items_per_s": best, "best": best_rate, "catalogue": cat}
+        del enc
+    return out
 
 
 def table(results: dict) -> str:
@@ -195,12 +206,16 @@ def main() -> None:
     ap.add_argument("--markdown", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--catalogue-items", type=int, default=10_000)
     ap.add_argument("--catalogue-only", action="store_true", help="only the text catalogue phase")
+    ap.add_argument("--runtimes", default="torch,onnx", help="CPU runtimes to compare (options.runtime)")
+    ap.add_argument("--threads", type=int, help="torch intra-op threads (ONNX Runtime takes the same); default torch's")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = load_config(args.config)
     if args.catalogue_only:
         load = [round(x, 2) for x in os.getloadavg()]
-        result = measure_catalogue(cfg, args.catalogue_items, args.repeats)
+        result = measure_catalogue(cfg, args.catalogue_items, args.repeats, tuple(args.runtimes.split(",")))
         result["load_average_before"], result["load_average_after"] = load, [round(x, 2) for x in os.getloadavg()]
         out = Path(args.out).with_name("encoders_catalogue.json")
         out.write_text(json.dumps(result, indent=2))
@@ -215,7 +230,8 @@ def main() -> None:
         results, described = {}, {}
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
         for device in devices:
-            results[device], described[device] = measure(cfg, inputs, args.repeats, device)
+            results[device], described[device] = measure(cfg, inputs, args.repeats, device,
+                                                         tuple(args.runtimes.split(",")))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
