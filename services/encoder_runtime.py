@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -17,6 +18,16 @@ from encoders.base import Encoder
 from encoders.errors import InvalidMediaError
 
 log = logging.getLogger("mixrec.services")
+
+
+def apply_threads(threads: int | None) -> int:
+    """Set this encoder process's torch intra-op threads (``serving.<m>_encoder.threads``; None: cores / 4, at
+    least 1) before the encoder is built, so an ONNX Runtime session takes the same number. Returns it."""
+    import torch
+
+    n = threads or max(1, (os.cpu_count() or 1) // 4)
+    torch.set_num_threads(n)
+    return n
 
 
 def b64encode(data: bytes) -> str:
@@ -70,4 +81,7 @@ def fingerprint_of(encoder: Encoder) -> dict:
 
 def describe_served(encoder: Encoder) -> dict:
     """describe() plus the fingerprint's short digest (the full one, with probe vectors, is ``fingerprint``)."""
-    return {**encoder.describe(), "fingerprint_digest": fingerprint_of(encoder)["digest"]}
+    import torch
+
+    return {**encoder.describe(), "fingerprint_digest": fingerprint_of(encoder)["digest"],
+            "threads": torch.get_num_threads()}

@@ -38,3 +38,32 @@ def test_a_clean_batch_is_one_call():
     enc = _Counting(build_encoder(encoder_config("hf-text", "mixrec-tiny-bert")))
     rows = encode_batch(enc, ["a", "b c", "d e f"])
     assert enc.calls == [3] and np.isfinite(rows).all()
+
+
+def test_encoder_services_set_their_thread_count(monkeypatch):
+    import os
+
+    import torch
+
+    from services.encoder_runtime import apply_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert apply_threads(3) == 3 and torch.get_num_threads() == 3
+        monkeypatch.setattr(os, "cpu_count", lambda: 16)
+        assert apply_threads(None) == 4 and torch.get_num_threads() == 4  # cores / 4: four services on one host
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert apply_threads(None) == 1  # never 0, and not every core of a shared host
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_setting_is_validated():
+    import pytest
+
+    from mixrec.config import ConfigError, load_config
+
+    cfg = load_config(None, environ={"MIXREC__SERVING__TEXT_ENCODER__THREADS": "2"})
+    assert cfg.serving.text_encoder.threads == 2 and cfg.serving.image_encoder.threads is None
+    with pytest.raises(ConfigError, match="threads"):
+        load_config(None, environ={"MIXREC__SERVING__TEXT_ENCODER__THREADS": "0"})
