@@ -9,6 +9,8 @@ Phases (``--phases``, default all), each merging its figures into ``--out`` (JSO
             time RecommenderEngine.recommend inside the engine, exact and ANN, ANN recall@10
   http      serve the Recommender (real ``bentoml serve``) on the ``--http-size`` catalog: client-side
             recommend latency and recommend_by_query with text (real MiniLM encoder service)
+  query_threads  in-process at --http-size: MiniLM batch-1 encode and engine query scoring, 1 torch thread vs
+            torch's default (every core), alternating in one run
   encoder   TextEncoder served with adaptive batching, 1/8/32 concurrent clients sending single
             texts, against the same MiniLM in-process at its best batch size
   ingest    the demo catalog served: HTTP add_items throughput (text only, with images; sequential batches
@@ -260,6 +262,40 @@ def phase_http(args) -> None:
     print(f"[http] {result}", flush=True)
 
 
+# ============================================================== text query, in-process, by thread count
+def phase_query_threads(args) -> None:
+    """A text query's two costs at --http-size, in this process: MiniLM batch 1 and the engine's query
+    scoring, with 1 torch thread and with torch's default (every core), alternating, in one run."""
+    import torch
+
+    from encoders.registry import build_encoder
+    from services.engine import Options
+
+    cfg = base_config()
+    enc = build_encoder(cfg.encoders.text, cfg.limits)
+    default = torch.get_num_threads()
+    result = {"items": args.http_size, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    samples: dict[int, dict[str, list[float]]] = {t: {"encode": [], "engine": []} for t in sorted({1, default})}
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = _engine_for(artifacts_dir(args.work, args.http_size), 10 * args.http_size, Path(tmp))
+        for i in range(2 * args.queries):
+            for threads, ms in samples.items():  # alternate, so both see the same host load
+                torch.set_num_threads(threads)
+                t = time.perf_counter()
+                v = enc.encode([f"{QUERIES[i % len(QUERIES)]} {i}"])[0]
+                ms["encode"].append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                engine.recommend_by_query({"text": v}, [], Options(k=10, mix="interleave"))
+                ms["engine"].append((time.perf_counter() - t) * 1000)
+        engine.store.close()
+    torch.set_num_threads(default)
+    warm = 10
+    result["by_threads"] = {str(t): {k: percentiles(v[warm:]) for k, v in ms.items()} for t, ms in samples.items()}
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    merge_results(args.out, "query_threads", result)
+    print(f"[query_threads] {result}", flush=True)
+
+
 # ============================================================== encoder throughput
 def phase_encoder(args) -> None:
     import httpx
@@ -487,7 +523,8 @@ def phase_plot(args) -> None:
 
 
 # ============================================================== main
-PHASES = {"build": phase_build, "latency": phase_latency, "http": phase_http, "encoder": phase_encoder,
+PHASES = {"build": phase_build, "latency": phase_latency, "http": phase_http, "query_threads": phase_query_threads,
+          "encoder": phase_encoder,
           "ingest": phase_ingest, "plot": phase_plot}
 
 
