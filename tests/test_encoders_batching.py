@@ -20,6 +20,9 @@ class _Counting:
         self.calls.append(len(batch))
         return self.encoder.encode(batch)
 
+    def __getattr__(self, name):  # describe(), fingerprint parts: the encoder's own
+        return getattr(self.encoder, name)
+
 
 def test_bad_items_in_a_merged_batch_cost_one_extra_call_each():
     enc = _Counting(build_encoder(encoder_config("open-clip", "mixrec-tiny-clip")))
@@ -67,3 +70,28 @@ def test_threads_setting_is_validated():
     assert cfg.serving.text_encoder.threads == 2 and cfg.serving.image_encoder.threads is None
     with pytest.raises(ConfigError, match="threads"):
         load_config(None, environ={"MIXREC__SERVING__TEXT_ENCODER__THREADS": "0"})
+
+
+def test_catalog_text_reaches_the_encoder_in_blocks_it_can_sort(tmp_path):
+    """``mixrec encode`` hands the text encoder many batches at once, so its length sort spans them
+    (one batch at a time, the sort could not save any padding); a bad text still only drops itself."""
+    from encoders.encode_catalog import CatalogEncoders, TEXT_BLOCK, encode_catalog
+    from mixrec.catalog import Item, write_items
+    from mixrec.config import config_from_dict
+
+    cfg = config_from_dict({"encoders": {
+        "text": {"kind": "hf-text", "model": "mixrec-tiny-bert", "weights": "random", "device": "cpu", "batch_size": 4},
+        "image": {"kind": "open-clip", "model": "mixrec-tiny-clip", "weights": "random", "device": "cpu"},
+        "audio": {"kind": "hf-audio", "model": "mixrec-tiny-clap", "weights": "random", "device": "cpu"},
+    }}, environ={})
+    items = [Item(item_id=f"i{i}", type="product", title=("long title " * (8 if i % 2 else 1)) + str(i))
+             for i in range(30)]
+    write_items(tmp_path, items)
+    enc = CatalogEncoders.from_config(cfg)
+    counted = _Counting(enc.text)
+    enc.text = counted
+    emb, stats = encode_catalog(cfg, tmp_path, progress=False, encoders=enc)
+    assert counted.calls == [30, 2] and TEXT_BLOCK * 4 >= 30  # the catalogue in one call; then the fingerprint's probe
+    assert emb.masks["text"].all() and stats["text"]["count"] == 30
+    np.testing.assert_allclose(emb.vectors["text"][[0, 7]], enc.text.encoder.encode([items[0].text(), items[7].text()]),
+                               atol=1e-5)
