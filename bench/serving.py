@@ -9,10 +9,13 @@ Phases (``--phases``, default all), each merging its figures into ``--out`` (JSO
             time RecommenderEngine.recommend inside the engine, exact and ANN, ANN recall@10
   http      serve the Recommender (real ``bentoml serve``) on the ``--http-size`` catalog: client-side
             recommend latency and recommend_by_query with text (real MiniLM encoder service)
+  query_threads  in-process at --http-size: MiniLM batch-1 encode and engine query scoring, 1 torch thread vs
+            torch's default (every core), alternating in one run
   encoder   TextEncoder served with adaptive batching, 1/8/32 concurrent clients sending single
             texts, against the same MiniLM in-process at its best batch size
-  ingest    the demo catalog served: HTTP add_items throughput (text only, with images), update_model
-            (fit_partial) vs a full retrain
+  ingest    the demo catalog served: HTTP add_items throughput (text only, with images; sequential batches
+            of 16 and 4 / 8 concurrent clients x 32 items) against the text encoder in-process at its best
+            batch (same run, same texts), update_model (fit_partial) vs a full retrain
   memory    per size, in fresh subprocesses: model load time, RSS after load, peak RSS while loading,
             RSS after building the ANN indexes (the ANN part = the difference); then two processes
             loading the same memory-mapped artifacts at once: each one's RSS and PSS
@@ -421,6 +424,40 @@ def phase_http(args) -> None:
     print(f"[http] {result}", flush=True)
 
 
+# ============================================================== text query, in-process, by thread count
+def phase_query_threads(args) -> None:
+    """A text query's two costs at --http-size, in this process: MiniLM batch 1 and the engine's query
+    scoring, with 1 torch thread and with torch's default (every core), alternating, in one run."""
+    import torch
+
+    from encoders.registry import build_encoder
+    from services.engine import Options
+
+    cfg = base_config()
+    enc = build_encoder(cfg.encoders.text, cfg.limits)
+    default = torch.get_num_threads()
+    result = {"items": args.http_size, "load_average_before": [round(x, 2) for x in os.getloadavg()]}
+    samples: dict[int, dict[str, list[float]]] = {t: {"encode": [], "engine": []} for t in sorted({1, default})}
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = _engine_for(artifacts_dir(args.work, args.http_size), 10 * args.http_size, Path(tmp))
+        for i in range(2 * args.queries):
+            for threads, ms in samples.items():  # alternate, so both see the same host load
+                torch.set_num_threads(threads)
+                t = time.perf_counter()
+                v = enc.encode([f"{QUERIES[i % len(QUERIES)]} {i}"])[0]
+                ms["encode"].append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                engine.recommend_by_query({"text": v}, [], Options(k=10, mix="interleave"))
+                ms["engine"].append((time.perf_counter() - t) * 1000)
+        engine.store.close()
+    torch.set_num_threads(default)
+    warm = 10
+    result["by_threads"] = {str(t): {k: percentiles(v[warm:]) for k, v in ms.items()} for t, ms in samples.items()}
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    merge_results(args.out, "query_threads", result)
+    print(f"[query_threads] {result}", flush=True)
+
+
 # ============================================================== encoder throughput
 def phase_encoder(args) -> None:
     import httpx
@@ -507,6 +544,45 @@ def _png_b64(rng) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def inprocess_text_best(texts: list[str], seconds: float) -> dict:
+    """The served text encoder's config, in this process: items/s at batch 8/16/32/64, with 1 thread and with
+    torch's default (every core); the best of all is the target's denominator."""
+    import torch
+
+    from encoders.registry import build_encoder
+
+    cfg = base_config()
+    enc = build_encoder(cfg.encoders.text, cfg.limits)
+    default = torch.get_num_threads()
+    out = {}
+    for threads in sorted({1, default}):
+        torch.set_num_threads(threads)
+        for bs in (8, 16, 32, 64):
+            enc.encode(texts[:bs])  # warm-up
+            done, t0 = 0, time.perf_counter()
+            while time.perf_counter() - t0 < seconds:
+                enc.encode(texts[done % 1024: done % 1024 + bs])
+                done += bs
+            out[f"{threads}t_{bs}"] = round(done / (time.perf_counter() - t0), 1)
+    torch.set_num_threads(default)
+    del enc
+    return out
+
+
+def _concurrent_adds(c_url: str, batches: list[list[dict]], clients: int) -> float:
+    """items/s with ``clients`` threads posting the batches (each a fresh add_items request)."""
+    import httpx
+
+    def post(batch: list[dict]) -> None:
+        with httpx.Client(base_url=c_url, timeout=300) as c:
+            c.post("/add_items", json={"items": batch}).raise_for_status()
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(post, batches))
+    return sum(len(b) for b in batches) / (time.perf_counter() - t0)
+
+
 def phase_ingest(args) -> None:
     import httpx
     from fusion.hybrid import HybridModel
@@ -518,26 +594,42 @@ def phase_ingest(args) -> None:
     if not (demo / "artifacts" / "meta.json").exists():
         raise SystemExit(f"no demo artifacts in {demo}: run `.venv/bin/mixrec demo --no-serve --data-dir {demo}`")
     rng = np.random.default_rng(2)
-    result = {"catalog": str(demo)}
+    result = {"catalog": str(demo), "load_average_before": [round(x, 2) for x in os.getloadavg()]}
     n_add = args.add_items
+
+    def items(prefix: str, n: int, image: bool = False) -> list[dict]:
+        return [{"item_id": f"{prefix}-{i}", "type": "product", "title": f"{QUERIES[i % 8]} {i}",
+                 "description": "benchmark item", "tags": ["bench"],
+                 **({"image_b64": _png_b64(rng)} if image else {})} for i in range(n)]
+
+    # The target's denominator, measured in this run on the same texts the HTTP calls carry (title. description. tags).
+    texts = [f"{it['title']}. {it['description']}. tags: bench" for it in items("x", 1024)]
+    result["text_encoder_in_process_items_per_s"] = inproc = inprocess_text_best(texts, args.encoder_seconds / 3)
+    best = max(inproc.values())
+    print(f"[ingest] in-process text encoder by batch: {inproc}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         with served_recommender(demo / "artifacts", Path(tmp)) as server, \
                 httpx.Client(base_url=server.url, timeout=300) as c:
             def add(batch: list[dict]) -> None:
                 c.post("/add_items", json={"items": batch}).raise_for_status()
 
-            def items(prefix: str, image: bool) -> list[dict]:
-                return [{"item_id": f"{prefix}-{i}", "type": "product", "title": f"{QUERIES[i % 8]} {i}",
-                         "description": "benchmark item", "tags": ["bench"],
-                         **({"image_b64": _png_b64(rng)} if image else {})} for i in range(n_add)]
-
             for label, image in (("text_only", False), ("with_image", True)):
-                batch = items(f"bench-{label}", image)
+                batch = items(f"bench-{label}", n_add, image)
                 add([{**batch[0], "item_id": f"warm-{label}"}])
                 t0 = time.perf_counter()
                 for lo in range(0, n_add, 16):
                     add(batch[lo:lo + 16])
                 result[f"add_items_{label}_items_per_s"] = round(n_add / (time.perf_counter() - t0), 2)
+            # Concurrent clients, text only: the encoder batches across requests (BentoML adaptive batching).
+            for clients, size in ((4, 32), (8, 32)):
+                fresh = items(f"bench-c{clients}", args.add_items_concurrent)
+                rate = _concurrent_adds(server.url, [fresh[i:i + size] for i in range(0, len(fresh), size)], clients)
+                result[f"add_items_text_only_{clients}_clients_x{size}_items_per_s"] = round(rate, 1)
+                print(f"[ingest] {clients} clients x {size} items: {rate:.1f} items/s ({rate / best:.2f} of "
+                      f"in-process best {best})", flush=True)
+            result["text_only_ratio_to_in_process_best"] = {
+                k.removeprefix("add_items_text_only_").removesuffix("_items_per_s"): round(v / best, 3)
+                for k, v in result.items() if k.startswith("add_items_text_only")}
             info = c.post("/info", json={}).json()
             events = [{"user_id": f"bench-user-{i % 20}", "item_id": f"bench-text_only-{i % n_add}", "event": "like"}
                       for i in range(200)]
@@ -558,6 +650,7 @@ def phase_ingest(args) -> None:
     result["fit_partial_in_process_seconds"] = round(time.perf_counter() - t0, 2)
     result["update_epochs"] = cfg.serving.update_epochs
     result["full_epochs"] = cfg.model.epochs
+    result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     merge_results(args.out, "ingest", result)
     print(f"[ingest] {result}", flush=True)
 
@@ -592,8 +685,9 @@ def phase_plot(args) -> None:
 
 
 # ============================================================== main
-PHASES = {"build": phase_build, "latency": phase_latency, "http": phase_http, "encoder": phase_encoder,
-          "ingest": phase_ingest, "memory": phase_memory, "writes": phase_writes, "plot": phase_plot}
+PHASES = {"build": phase_build, "latency": phase_latency, "http": phase_http, "query_threads": phase_query_threads,
+          "encoder": phase_encoder, "ingest": phase_ingest, "memory": phase_memory, "writes": phase_writes,
+          "plot": phase_plot}
 
 
 def main() -> None:
@@ -610,6 +704,7 @@ def main() -> None:
     p.add_argument("--encoder-seconds", type=float, default=12.0)
     p.add_argument("--encoder-latency-ms", default="", help="extra max_latency_ms values to try, e.g. 2000,10000")
     p.add_argument("--add-items", type=int, default=64)
+    p.add_argument("--add-items-concurrent", type=int, default=512, help="items per concurrent add_items run")
     p.add_argument("--worker-timeout", type=int, default=580)
     p.add_argument("--repeats", type=int, default=3, help="runs of the largest size (memory, writes)")
     p.add_argument("--write-batches", type=int, default=20)
@@ -632,6 +727,7 @@ def main() -> None:
         args.sizes = [s for s in args.sizes if s <= 10_000] or [2000]
         args.http_size = min(args.sizes)
         args.requests, args.queries, args.encoder_seconds, args.add_items = 50, 20, 4.0, 16
+        args.add_items_concurrent = 64
     for name in args.phases.split(","):
         print(f"== {name}", flush=True)
         PHASES[name](args)

@@ -5,6 +5,12 @@ crop to ``min(limits.max_audio_seconds, the extractor's window)`` happen in
 encoders/media.py before the extractor, so every clip gets the same
 deterministic crop (CLAP's own extractor would take a random one).
 
+options:
+  text_max_length  tokens kept per CLAP text query (default 77)
+  runtime          "torch" (default) or "onnx": the audio tower exported to ONNX and run by ONNX Runtime
+                   on the CPU (encoders/onnx_runtime.py; same vectors within 2e-5, same fingerprint);
+                   CLAP's text tower stays on torch
+
 ``weights: random`` needs ``model`` to name an architecture shipped in encoders/model_configs
 (see encoders/architectures.py):
   mixrec-tiny-clap   tiny ClapModel (audio + text towers, 32-d shared space)
@@ -31,11 +37,12 @@ from encoders.base import Encoder, l2_normalise
 from encoders.device import DevicePlan, choose_device
 from encoders.errors import EncoderConfigError, EncoderError
 from encoders.media import Waveform, check_text, decode_audio, decode_batch, resample
+from encoders.onnx_runtime import runtime_option
 from encoders.text import check_options, hub_or_dir
 from encoders.weights import WeightsSource, resolve_weights, write_marker
 from mixrec.config import EncoderConfig, LimitsConfig
 
-_OPTIONS = {"text_max_length"}
+_OPTIONS = {"text_max_length", "runtime"}
 _MODEL_TYPES = ("clap", "audio-spectrogram-transformer")  # shipped random architectures this kind builds
 
 
@@ -58,13 +65,30 @@ def _load_pretrained(source: WeightsSource) -> tuple:
     return model, AutoFeatureExtractor.from_pretrained(where, **kw), tokenizer
 
 
+class AudioTower(torch.nn.Module):
+    """Extracted features -> pooled audio vectors (CLAP audio tower or AST): one module for both runtimes."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+        self.is_clap = model.config.model_type == "clap"
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.is_clap:
+            # Every clip is already cropped to the window, so none is "longer"; setting this
+            # ourselves replaces the extractor's random pick (which made output batch-dependent).
+            is_longer = torch.zeros((features.shape[0], 1), dtype=torch.bool, device=features.device)
+            return self.model.get_audio_features(input_features=features, is_longer=is_longer).pooler_output
+        return self.model(input_values=features).pooler_output
+
+
 class HFAudioEncoder(Encoder):
     modality = "audio"
     kind = "hf-audio"
 
     def __init__(self, model, feature_extractor, tokenizer=None, *, model_name: str, source: WeightsSource,
                  plan: DevicePlan, batch_size: int = 16, limits: LimitsConfig | None = None,
-                 text_max_length: int = 77):
+                 text_max_length: int = 77, runtime: str = "torch"):
         self.model = model.to(plan.device, dtype=plan.dtype).eval()
         self.features = feature_extractor
         self.tokenizer = tokenizer
@@ -78,12 +102,29 @@ class HFAudioEncoder(Encoder):
         self.sample_rate = int(feature_extractor.sampling_rate)
         window = getattr(feature_extractor, "nb_max_samples", None)  # CLAP: its fixed input window
         self.max_seconds = min(self.limits.max_audio_seconds, window / self.sample_rate if window else np.inf)
+        self.runtime = runtime_option({"runtime": runtime}, str(plan.device.type))
+        self.tower = AudioTower(self.model)
+        self.onnx = self._export() if self.runtime == "onnx" else None
+
+    def _export(self):
+        from encoders.fingerprint import identity_digest, probe_inputs
+        from encoders.onnx_runtime import OnnxModule, export_key
+
+        wave, sr = probe_inputs("audio")[0]
+        feats = self._features([resample(Waveform(wave, sr, len(wave) / sr), self.sample_rate)] * 2)
+        return OnnxModule(self.tower, {"features": feats}, {"features": {0: "batch"}},
+                          export_key({"encoder": identity_digest(self)}, f"hf-audio/{self.model.config.model_type}"))
+
+    def _features(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        feats = self.features(arrays, sampling_rate=self.sample_rate, return_tensors="pt")
+        return feats["input_features" if self.is_clap else "input_values"]
 
     @classmethod
     def from_config(cls, cfg: EncoderConfig, limits: LimitsConfig | None = None) -> "HFAudioEncoder":
         check_options(cfg, _OPTIONS)
+        runtime = runtime_option(cfg.options, cfg.device)
         source = resolve_weights(cfg.weights, cfg.model)
-        plan = choose_device(cfg.device, cfg.fp16)
+        plan = choose_device("cpu" if runtime == "onnx" else cfg.device, cfg.fp16)
         try:
             if source.kind == "random":
                 model, features, tokenizer = build_random(cfg.model, cfg.seed, _MODEL_TYPES)
@@ -96,7 +137,7 @@ class HFAudioEncoder(Encoder):
                                      f"{source.describe()!r}: {e}") from None
         return cls(model, features, tokenizer, model_name=cfg.model, source=source, plan=plan,
                    batch_size=cfg.batch_size, limits=limits,
-                   text_max_length=int(cfg.options.get("text_max_length", 77)))
+                   text_max_length=int(cfg.options.get("text_max_length", 77)), runtime=runtime)
 
     @property
     def dim(self) -> int:
@@ -120,16 +161,10 @@ class HFAudioEncoder(Encoder):
 
     @torch.inference_mode()
     def _encode_chunk(self, arrays: list[np.ndarray]) -> np.ndarray:
-        feats = self.features(arrays, sampling_rate=self.sample_rate, return_tensors="pt")
-        if self.is_clap:
-            # Every clip is already cropped to the window, so none is "longer"; setting this
-            # ourselves replaces the extractor's random pick (which made output batch-dependent).
-            is_longer = torch.zeros((len(arrays), 1), dtype=torch.bool, device=self.plan.device)
-            out = self.model.get_audio_features(input_features=self.plan.inputs(feats["input_features"]),
-                                                is_longer=is_longer)
-        else:
-            out = self.model(input_values=self.plan.inputs(feats["input_values"]))
-        return self._finite(out.pooler_output)
+        feats = self._features(arrays)
+        if self.onnx is not None:
+            return self._finite(torch.from_numpy(self.onnx(features=feats.numpy())))
+        return self._finite(self.tower(self.plan.inputs(feats)))
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:
         """CLAP text tower: text -> this encoder's audio space."""
@@ -165,4 +200,5 @@ class HFAudioEncoder(Encoder):
     def describe(self) -> dict[str, Any]:
         return {**self._common_description(),
                 "architecture": self.model.config.model_type, "sample_rate": self.sample_rate,
-                "max_seconds": float(self.max_seconds), "text_tower": self.has_text_tower}
+                "max_seconds": float(self.max_seconds), "text_tower": self.has_text_tower,
+                "runtime": self.runtime}

@@ -203,6 +203,12 @@ def _parts(encoder) -> dict[str, Any]:
             **{k: desc[k] for k in KNOBS if desc.get(k) is not None}}
 
 
+def identity_digest(encoder) -> str:
+    """sha256 of the fingerprint's content and knobs, without the probe (which needs the encoder to run):
+    what a derived artifact of the encoder, such as its ONNX export, is keyed by."""
+    return _sha(_parts(encoder))
+
+
 def fingerprint(encoder) -> dict[str, Any]:
     """The encoder's identity (computed once per encoder object). JSON-serialisable."""
     cached = getattr(encoder, "_mixrec_fingerprint", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bentoml
 import numpy as np
 
-from services.encoder_runtime import describe_served, fingerprint_of, b64decode, encode_batch
+from services.encoder_runtime import apply_threads, describe_served, fingerprint_of, b64decode, encode_batch
 from services.settings import CONFIG, batching, encoder_service_options
 
 
@@ -14,6 +14,7 @@ class AudioEncoder:
     def __init__(self) -> None:
         from encoders.registry import build_encoder
 
+        apply_threads(CONFIG.serving.audio_encoder.threads)
         self.encoder = build_encoder(CONFIG.encoders.audio, CONFIG.limits)
 
     @bentoml.api(**batching("audio"))

@@ -114,3 +114,20 @@ def test_random_weights_need_a_shipped_architecture():
 def test_unknown_option_is_named():
     with pytest.raises(EncoderConfigError, match="poolng"):
         build_encoder(encoder_config("hf-text", "mixrec-tiny-bert", "random", options={"poolng": "cls"}))
+
+
+def test_long_batches_run_in_length_sorted_chunks(tiny):
+    """Chunks are formed after sorting by token length, so each is padded to its own longest text (not
+    the request's), and rows still come back in input order, equal to encoding each text alone."""
+    texts = [("word " * (30 if i % 2 else 2)).strip() + f" {i}" for i in range(3 * tiny.batch_size)]
+    fed: list[tuple[int, int]] = []
+    hook = tiny.model.register_forward_pre_hook(
+        lambda module, args, kwargs: fed.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        v = tiny.encode(texts)
+    finally:
+        hook.remove()
+    lengths = [len(ids) for ids in tiny.tokenizer(texts, truncation=True, max_length=tiny.max_length)["input_ids"]]
+    padded = sum(rows * width for rows, width in fed)
+    assert padded - sum(lengths) <= tiny.batch_size * (max(lengths) - min(lengths))  # at most one mixed chunk
+    np.testing.assert_allclose(v[::7], np.concatenate([tiny.encode([t]) for t in texts[::7]]), atol=1e-5)
