@@ -44,7 +44,9 @@ class LoadResult:
         per_api = {}
         for api in WORKLOAD:
             mine = [s for s in self.samples if s.api == api]
-            per_api[api] = {"requests": len(mine), "errors": sum(not s.ok for s in mine)}
+            ok = sorted(s.latency_s for s in mine if s.ok)  # per API: which endpoint carries the tail
+            per_api[api] = {"requests": len(mine), "errors": sum(not s.ok for s in mine),
+                            "p50_ms": round(_pct(ok, 50) * 1000, 1), "p99_ms": round(_pct(ok, 99) * 1000, 1)}
         return {
             "duration_s": round(self.duration_s, 1), "clients": self.clients, "requests": len(self.samples),
             "errors": len(self.errors), "throughput_rps": round(len(self.samples) / self.duration_s, 1),

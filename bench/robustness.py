@@ -26,6 +26,8 @@ Every server is a real ``bentoml serve services.recommender:Recommender`` on a f
 
     .venv/bin/python bench/robustness.py --only attacks        # attack classes + guards_cost alone
     .venv/bin/python bench/robustness.py --only guards_cost    # just the latency (runs on older commits too)
+    git worktree add /tmp/base main && .venv/bin/python bench/robustness.py --only load \
+        --load-baseline /tmp/base --profile-dir /tmp/prof   # the mixed load, before/after in one run (issue 12.6)
 
 Writes bench/results/reliability.json and the reliability section of BENCHMARKS.md.
 The demo artifacts come from ``mixrec demo --no-serve`` (run here when ``--data-dir``
@@ -53,9 +55,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 ROOT = Path(__file__).resolve().parent.parent
+# The repository first: bench/encoders.py (a script) must not shadow the encoders package, and as the
+# running script's folder bench/ is sys.path[0]; bench/ and tests/ helpers are found after it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
+sys.path += [str(ROOT / "tests"), str(ROOT / "bench")]
 
 import httpx  # noqa: E402
 import psutil  # noqa: E402
@@ -113,12 +117,15 @@ class Served:
             return []
 
     def worker_pid(self, service_name: str) -> int:
+        """The worker started with ``--service-name service_name`` (every worker's command line also names
+        the entry service, ``services.recommender:Recommender``: a substring match finds the wrong one)."""
         for p in self.processes():
             try:
-                if service_name in " ".join(p.cmdline()):
-                    return p.pid
+                cmd = p.cmdline()
             except psutil.NoSuchProcess:
                 continue
+            if any(a == "--service-name" and b == service_name for a, b in zip(cmd, cmd[1:])):
+                return p.pid
         raise RuntimeError(f"no {service_name} worker in the server's process tree")
 
     def kill_hard(self) -> None:
@@ -441,6 +448,69 @@ def guards_cost_section(artifacts: Path, ids: dict, work: Path, n: int, baseline
             "p99_ratio": round(med["current"]["p99_ms"] / med["baseline"]["p99_ms"], 3)}
 
 
+PROFILED_SERVICES = ("Recommender", "TextEncoder")  # the entry service and the encoder text queries wait on
+PROFILE_RATE = 50  # py-spy samples per second: enough for a 60 s run, light on a 2-core host
+
+
+def _load_once(artifacts: Path, ids: dict, work: Path, source: Path, duration_s: float, clients: int,
+               tag: str, profile_dir: Path | None) -> dict:
+    """One fresh server (its own database and state) of ``source``'s code under the mixed load.
+
+    With ``profile_dir``: py-spy samples the Recommender and TextEncoder workers for the whole run
+    (every thread, on-CPU stacks only, collapsed) and their top frames are summarised
+    (bench/profile_summary.py)."""
+    state = work / f"load-{tag}"
+    srv = Served(serve_env(artifacts, state), state, source=source)
+    spies: dict[str, tuple[subprocess.Popen, Path]] = {}
+    try:
+        srv.start()
+        for _ in range(20):  # warm caches (metadata, first snapshot) so neither side pays them in the window
+            normal_request_ok(srv.url, ids["users"][0])
+        if profile_dir is not None:
+            profile_dir.mkdir(parents=True, exist_ok=True)
+            for name in PROFILED_SERVICES:
+                raw = profile_dir / f"{tag}-{name}.collapsed"
+                spies[name] = (subprocess.Popen(
+                    [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(srv.worker_pid(name)),
+                     "--threads", "--rate", str(PROFILE_RATE), "--duration", str(int(duration_s) + 2), "--format", "raw",
+                     "--output", str(raw), "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), raw)
+        out = load(srv, ids, duration_s, clients)
+        if spies:
+            from profile_summary import summarise
+
+            out["profile"] = {}
+            for name, (spy, raw) in spies.items():
+                spy.wait(timeout=120)
+                out["profile"][name] = summarise(raw, wall_samples=PROFILE_RATE * (int(duration_s) + 2))
+        return out
+    finally:
+        for spy, _ in spies.values():
+            if spy.poll() is None:
+                spy.kill()
+                spy.wait()
+        srv.stop()
+
+
+def load_compare_section(artifacts: Path, ids: dict, work: Path, baseline: Path, duration_s: float, clients: int,
+                         rounds: int = 1, profile_dir: Path | None = None) -> dict:
+    """The mixed load against ``baseline`` (a worktree of an older commit) and this checkout, served
+    alternately on fresh state, ``rounds`` times each, in one run: the before/after of issue 12 part 6."""
+    runs: dict[str, list[dict]] = {"baseline": [], "current": []}
+    for r in range(rounds):
+        for name, source in (("baseline", baseline), ("current", ROOT)):
+            runs[name].append(_load_once(artifacts, ids, work, source, duration_s, clients, f"{name}-{r}",
+                                         profile_dir))
+            print(f"== load {name} round {r}: " + json.dumps({k: runs[name][-1][k] for k in
+                                                               ("throughput_rps", "p50_ms", "p99_ms", "errors")}),
+                  flush=True)
+    keys = ("throughput_rps", "p50_ms", "p99_ms", "mean_ms")
+    med = {k: {q: round(statistics.median(x[q] for x in v), 1) for q in keys} for k, v in runs.items()}
+    rev = subprocess.run(["git", "-C", str(baseline), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return {"baseline_source": str(baseline), "baseline_commit": rev.stdout.strip() or None,
+            "duration_s": duration_s, "clients": clients, "rounds": rounds, "runs": runs, "medians": med,
+            "ratios": {q: round(med["current"][q] / med["baseline"][q], 3) for q in keys}}
+
+
 def attack_section(artifacts: Path, ids: dict, work: Path, classes: list[str] | None, workers2: bool,
                    rss_bound_mb: float, keyed_metrics: bool = True) -> dict:
     """Every attack class against one served Recommender (1 worker); lost_writes also against 2 workers,
@@ -661,7 +731,8 @@ def main() -> None:
                     help="only re-render the BENCHMARKS.md section from bench/results/reliability.json")
     ap.add_argument("--only", default=None,
                     help="comma-separated sections to run alone: attacks (the attack classes and guards_cost), "
-                         "guards_cost; their results are merged into bench/results/reliability.json")
+                         "guards_cost, load (with --load-baseline: before/after under the mixed load); their "
+                         "results are merged into bench/results/reliability.json")
     ap.add_argument("--attack-classes", default=None,
                     help="comma-separated attack classes (default: all of bench/attacks.py CLASSES)")
     ap.add_argument("--skip-attacks", action="store_true", help="full run without the attack classes")
@@ -672,6 +743,13 @@ def main() -> None:
     ap.add_argument("--guards-baseline", type=Path, default=None,
                     help="a worktree of an older commit (git worktree add DIR REV): guards_cost serves it and this "
                          "checkout alternately and reports both medians and their ratio")
+    ap.add_argument("--load-baseline", type=Path, default=None,
+                    help="with --only load: a worktree of an older commit; the mixed load runs against it and this "
+                         "checkout alternately (fresh state each) and reports both and their ratio")
+    ap.add_argument("--load-rounds", type=int, default=1, help="with --only load: servers of each side")
+    ap.add_argument("--profile-dir", type=Path, default=None,
+                    help="with --only load: py-spy the Recommender worker during each load run, write the "
+                         "collapsed stacks here and summarise the top frames into the results")
     ap.add_argument("--rss-bound-mb", type=float, default=256.0,
                     help="target: per-service peak RSS delta per attack class")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the results of this run here")
@@ -744,9 +822,11 @@ def _attack_classes(args) -> list[str] | None:
 def run_only(args) -> None:
     """``--only attacks`` / ``--only guards_cost``: run those alone, merge them into reliability.json."""
     only = {n.strip() for n in args.only.split(",") if n.strip()}
-    unknown = only - {"attacks", "guards_cost"}
+    unknown = only - {"attacks", "guards_cost", "load"}
     if unknown:
-        raise SystemExit(f"--only takes attacks and/or guards_cost, not {sorted(unknown)}")
+        raise SystemExit(f"--only takes attacks, guards_cost and/or load, not {sorted(unknown)}")
+    if "load" in only and args.load_baseline is None:
+        raise SystemExit("--only load compares two checkouts: give --load-baseline DIR (git worktree add DIR REV)")
     artifacts = ensure_demo(args.data_dir, args.items, args.users)
     ids = demo_ids(args.data_dir)
     work = Path(tempfile.mkdtemp(prefix="mixrec-robustness-"))
@@ -758,6 +838,10 @@ def run_only(args) -> None:
     if only & {"attacks", "guards_cost"}:  # guards_cost first: a fresh server, before any attack ran
         res["guards_cost"] = guards_cost_section(artifacts, ids, work, args.guards_n, args.guards_baseline)
         print(f"== guards_cost\n{json.dumps(res['guards_cost'], indent=1)}", flush=True)
+    if "load" in only:
+        res["load_compare"] = load_compare_section(artifacts, ids, work, args.load_baseline, args.duration,
+                                                   args.clients, args.load_rounds, args.profile_dir)
+        print(f"== load_compare medians {json.dumps(res['load_compare']['medians'])}", flush=True)
     if "attacks" in only:
         res["attacks"] = attack_section(artifacts, ids, work, _attack_classes(args), not args.no_workers2,
                                         args.rss_bound_mb, not args.no_keyed_metrics)
@@ -771,7 +855,7 @@ def run_only(args) -> None:
         merged = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
         if "attacks" in res:  # the attack table names the run that produced it
             res["attacks"]["run"] = {**res["run"], "command": res["command"], "date": res["date"]}
-        merged.update({k: v for k, v in res.items() if k in ("guards_cost", "attacks")})
+        merged.update({k: v for k, v in res.items() if k in ("guards_cost", "attacks", "load_compare")})
         merged.setdefault("command", res["command"])
         merged.setdefault("date", res["date"])
         merged.setdefault("machine", res["machine"])

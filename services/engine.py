@@ -30,6 +30,7 @@ from mixrec.events import negative_events
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, single_threaded_blas
+from services.coalesced_sync import CoalescedSync
 from services.pipeline import Options, RankingPipeline
 from services.replica import Replica
 
@@ -51,6 +52,8 @@ class RecommenderEngine:
         self._negative_events = negative_events(cfg.events)
         self.ann = AnnCandidates.for_config(cfg)  # persisted indexes: state_dir/ann, the artifacts' ann/
         self.pipeline = RankingPipeline(lambda: self.replica.model, self.ann)
+        # Writes that commit at the same time share one catch-up of the model (services/coalesced_sync.py).
+        self._catch_up = CoalescedSync(lambda: self.replica.sync())
         single_threaded_blas()
 
     def __getattr__(self, name: str):  # only for names the engine itself does not have
@@ -84,9 +87,10 @@ class RecommenderEngine:
 
     def _after_commit(self, what: str, checkpoint: bool = False) -> bool:
         """Apply a committed write to the model. The write is durable whatever happens here: a failure
-        is logged and retried by the background sync, never answered as an error."""
+        is logged and retried by the background sync, never answered as an error. Concurrent writes
+        share one sync that started after all of them committed (``CoalescedSync``)."""
         try:
-            self.sync()
+            self._catch_up()
             if checkpoint:
                 self.checkpoint()
             return True

@@ -42,3 +42,23 @@ def test_client_errors_log_info_without_traceback_and_server_errors_one_tracebac
     assert lines[0]["level"] == "INFO" and "traceback" not in lines[0] and lines[0]["request_id"] == "rid-1"
     assert lines[1]["level"] == "ERROR" and lines[1]["traceback"].count("Traceback (most recent call last)") == 1
     assert "RuntimeError: boom" in lines[1]["traceback"]
+
+
+def test_generated_request_ids_are_unique_hex_and_differ_between_processes():
+    import os
+
+    from services.request_log import RequestIds
+
+    ids = RequestIds()
+    made = [ids() for _ in range(1000)]
+    assert len(set(made)) == 1000 and all(len(r) == 32 and int(r, 16) >= 0 for r in made)
+    other = RequestIds()  # another process draws another prefix
+    assert other() not in made
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a forked child reseeds: its ids are not its parent's next ones
+        os.write(w, ids().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(r, 64).decode()
+    assert child[:16] != made[0][:16] and child not in made
