@@ -294,3 +294,44 @@ def test_readme_example_runs(tmp_path, monkeypatch, bentoml_home):
     second = mixrec.EncodeReport()
     mixrec.encode_items(ns["catalog"], cache_dir="mixrec-cache", progress=False, report=second)
     assert (second.cached, second.encoded) == (48, 0)
+
+
+# ------------------------------------------------------------------ the same Bento serves it (e2e)
+@pytest.mark.e2e
+def test_the_built_bento_serves_a_model_trained_through_the_api(tiny_demo, tmp_path, monkeypatch):
+    """The tiny demo's Bento (built by ``mixrec demo``) serves a model the API trained on that catalogue
+    read into memory, from ``serving.artifacts: bentoml:<tag>``; its answers are the API's top-k."""
+    import csv
+    import json
+
+    import httpx
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    from server_harness import serve_bento
+
+    data = tiny_demo.data_dir
+    rows = [json.loads(line) for line in (data / "items.jsonl").read_text().splitlines() if line.strip()]
+    with open(data / "interactions.csv", newline="") as f:
+        events = [{**r, "weight": float(r["weight"]), "timestamp": float(r["timestamp"])} for r in csv.DictReader(f)]
+    catalog = mixrec.items(rows, base_dir=data)  # media paths relative to the catalogue, as in items.jsonl
+    emb = mixrec.encode_items(catalog, cache_dir=tmp_path / "cache", progress=False)  # the Bento's encoders
+    model = mixrec.fit(catalog, emb, events, epochs=3, no_components=12)  # not the demo's own model (48)
+    home = tiny_demo.bentoml_home
+    monkeypatch.setenv("BENTOML_HOME", str(home))
+    with BentoMLContainer.bentoml_home.patch(str(home)), \
+            BentoMLContainer.model_store_dir.patch(str(home / "models")), \
+            BentoMLContainer.model_store.patch(ModelStore(str(home / "models"))):
+        tag = model.save_to_model_store()
+    users = model.users[:3]
+    want = model.top_k(users, k=5)
+    env = {**tiny_demo.env(), "MIXREC__SERVING__ARTIFACTS": f"bentoml:{tag}",
+           "MIXREC__SERVING__STATE_DIR": str(tmp_path / "state"),
+           "MIXREC__STORAGE__URL": f"sqlite:///{tmp_path / 'mixrec.db'}",
+           "MIXREC__STORAGE__MEDIA_DIR": str(tmp_path / "media")}
+    with serve_bento(tiny_demo.bento_tag, env=env, log_dir=tmp_path / "logs", cwd=data, grace_s=5.0) as server:
+        for u in users:
+            r = httpx.post(f"{server.url}/recommend", json={"user_id": u, "k": 5, "mix": "score", "explain": False},
+                           timeout=60)
+            assert r.status_code == 200, r.text
+            assert [i["item_id"] for i in r.json()["items"]] == [p.item_id for p in want[u].items]
