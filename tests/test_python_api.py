@@ -168,19 +168,39 @@ def test_encode_batches_sorted_by_text_length(catalog, cfg):
 
 
 def test_media_as_bytes_or_path_give_the_same_vectors(tmp_path, cfg, media):
-    png = media.image_bytes((10, 200, 30))
+    png, wav = media.image_bytes((10, 200, 30)), media.audio_bytes(330.0)
     (tmp_path / "p.png").write_bytes(png)
-    wav = media.audio_bytes(330.0)
     (tmp_path / "a.wav").write_bytes(wav)
+    video = media.write_mp4(tmp_path / "v.mp4").read_bytes()
     as_bytes = mixrec.items([{"item_id": "p", "type": "product", "title": "P", "image": png},
-                             {"item_id": "a", "type": "audio", "title": "A", "audio": wav}])
+                             {"item_id": "a", "type": "audio", "title": "A", "audio": wav},
+                             {"item_id": "v", "type": "video", "title": "V", "video": video}])
     as_path = mixrec.items([{"item_id": "p", "type": "product", "title": "P", "image": "p.png"},
-                            {"item_id": "a", "type": "audio", "title": "A", "audio": "a.wav"}], base_dir=tmp_path)
+                            {"item_id": "a", "type": "audio", "title": "A", "audio": "a.wav"},
+                            {"item_id": "v", "type": "video", "title": "V", "video": "v.mp4"}], base_dir=tmp_path)
     one = mixrec.encode_items(as_bytes, cfg, cache_dir=None, progress=False)
     two = mixrec.encode_items(as_path, cfg, cache_dir=None, progress=False)
-    assert one.masks["image"].tolist() == [True, False] and one.masks["audio"].tolist() == [False, True]
+    # the video fills its item's image (keyframes) and audio (soundtrack)
+    assert one.masks["image"].tolist() == [True, False, True] and one.masks["audio"].tolist() == [False, True, True]
     for m in one.vectors:
         np.testing.assert_allclose(one.vectors[m], two.vectors[m], atol=1e-5)
+
+
+def test_cache_key_follows_what_changes_vectors(tmp_path, cfg, catalog):
+    from tools.api.embedding_cache import EmbeddingCache, encoder_key
+
+    base = encoder_key(cfg)
+    assert encoder_key(mixrec.resolve_config(cfg, encoders__text__batch_size=16)) == base  # batching: same vectors
+    assert encoder_key(mixrec.resolve_config(cfg, encoders__image__seed=9)) != base
+    assert encoder_key(mixrec.resolve_config(cfg, video__keyframes=3)) != base
+    report = mixrec.EncodeReport()
+    mixrec.encode_items(catalog, cfg, cache_dir=tmp_path, progress=False)
+    cache = EmbeddingCache(tmp_path, base)
+    entry = next(p for p in cache.dir.rglob("*.npz"))
+    entry.write_bytes(b"not an npz")  # a damaged entry is a miss, then rewritten
+    mixrec.encode_items(catalog, cfg, cache_dir=tmp_path, progress=False, report=report)
+    assert (report.cached, report.encoded) == (len(catalog) - 1, 1)
+    assert cache.get(entry.stem) is not None
 
 
 # ------------------------------------------------------------------ fit, scores, top-k
