@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
@@ -68,12 +69,20 @@ class ScoreTable:
     values: np.ndarray  # (len(user_ids), len(item_ids))
     sources: list[Source]
 
-    def score(self, user_id: str, item_id: str) -> float:
-        return float(self.values[self.user_ids.index(user_id), self.item_ids.index(item_id)])
+    @cached_property
+    def _rows(self) -> dict[str, int]:
+        return {u: r for r, u in enumerate(self.user_ids)}
 
-    def for_user(self, user_id: str) -> dict[str, float]:
-        row = self.values[self.user_ids.index(user_id)]
-        return dict(zip(self.item_ids, row.tolist()))
+    @cached_property
+    def _cols(self) -> dict[str, int]:
+        return {i: c for c, i in enumerate(self.item_ids)}
+
+    def score(self, user_id: str | int, item_id: str | int) -> float:
+        return float(self.values[self._rows[str(user_id)], self._cols[str(item_id)]])
+
+    def for_user(self, user_id: str | int) -> dict[str, float]:
+        """``{item_id: score}`` of one user."""
+        return dict(zip(self.item_ids, self.values[self._rows[str(user_id)]].tolist()))
 
 
 def fit(catalog: Catalog, embeddings: ItemEmbeddings, interactions: Any,
