@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fusion.features import FeatureWeights
+
 from fusion.snapshot import UnknownUserError
 from mixrec.config import ConfigError, config_from_dict
 from tools import api as mixrec
@@ -56,7 +58,8 @@ def emb(catalog, cfg):
 
 @pytest.fixture(scope="module")
 def model(catalog, emb, cfg):
-    return mixrec.fit(catalog, emb, event_rows(), cfg, **SMALL)
+    # The configured settings as given (calibration would choose epochs / codebook size itself).
+    return mixrec.fit(catalog, emb, event_rows(), cfg, calibrate="off", **SMALL)
 
 
 # ------------------------------------------------------------------ data
@@ -154,7 +157,7 @@ def test_encode_caches_by_content_and_skips_loading_encoders_when_all_cached(tmp
 
 
 def test_encode_batches_sorted_by_text_length(catalog, cfg):
-    from encoders.encode_catalog import CatalogEncoders
+    from encoders.encode_catalog import TEXT_BLOCK, CatalogEncoders
 
     enc = CatalogEncoders.from_config(cfg)
     seen: list[list[str]] = []
@@ -164,7 +167,9 @@ def test_encode_batches_sorted_by_text_length(catalog, cfg):
     texts = {it.text() for it in catalog.items}
     seen = [b for b in seen if set(b) <= texts]  # not the fingerprint's probe texts
     lengths = [len(t) for batch in seen for t in batch]
-    assert lengths == sorted(lengths) and len(seen) == -(-len(catalog) // cfg.encoders.text.batch_size)
+    # sorted across the whole catalogue; the encoder gets blocks of TEXT_BLOCK batches (it pads per batch)
+    block = cfg.encoders.text.batch_size * TEXT_BLOCK
+    assert lengths == sorted(lengths) and len(seen) == -(-len(catalog) // block)
 
 
 def test_media_as_bytes_or_path_give_the_same_vectors(tmp_path, cfg, media):
@@ -214,6 +219,21 @@ def test_fit_refuses_bad_rows_and_settings(catalog, emb, cfg):
         mixrec.fit(catalog, emb, [{"user_id": "u", "item_id": "nope"}], cfg, **SMALL)
     with pytest.raises(ConfigError, match=r"model.epochs"):
         mixrec.fit(catalog, emb, event_rows(), cfg, **{**SMALL, "epochs": -1})
+
+
+def test_fit_calibrates_by_default_and_keeps_the_report(catalog, emb, cfg, tmp_path):
+    model = mixrec.fit(catalog, emb, event_rows(), cfg, **SMALL)
+    report = model.calibration
+    assert report is not None and report["mode"].startswith("fast")
+    if not report["mode"].startswith("fast (skipped"):  # enough users to hold a validation slice out
+        assert report["chosen"] in {c["name"] for c in report["candidates"]}
+    model.save(tmp_path / "art")
+    assert mixrec.MixrecModel.load(tmp_path / "art").calibration == report  # as `mixrec info` reads it
+    assert mixrec.fit(catalog, emb, event_rows(), cfg, calibrate="off", **SMALL).calibration["mode"] == "off"
+    with pytest.raises(mixrec.DataError, match="calibrate must be one of off, fast, full, got 'fastest'"):
+        mixrec.fit(catalog, emb, event_rows(), cfg, calibrate="fastest", **SMALL)
+    with pytest.raises(mixrec.DataError, match="feature_weights fixes what calibration chooses"):
+        mixrec.fit(catalog, emb, event_rows(), cfg, feature_weights=FeatureWeights(), **SMALL)
 
 
 def test_top_k_for_many_users_is_keyed_by_id_and_matches_the_model(model):

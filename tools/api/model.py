@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from fusion.calibration import MODES as CALIBRATION_MODES, CalibrationReport, train_model
 from fusion.features import FeatureWeights
 from fusion.hybrid import HybridModel
 from fusion.query import Query
@@ -86,15 +87,23 @@ class ScoreTable:
 
 
 def fit(catalog: Catalog, embeddings: ItemEmbeddings, interactions: Any,
-        config: MixrecConfig | str | os.PathLike | None = None, *, progress: bool = False,
-        feature_weights: FeatureWeights | None = None, **overrides: Any) -> "MixrecModel":
+        config: MixrecConfig | str | os.PathLike | None = None, *, calibrate: str = "fast",
+        progress: bool = False, feature_weights: FeatureWeights | None = None,
+        **overrides: Any) -> "MixrecModel":
     """Train mixrec on ``catalog`` + ``embeddings`` (``encode_items``) + ``interactions``.
 
     ``interactions``: a list of ``Interaction`` or rows that ``tools.api.interactions`` accepts
     (validated against the catalog and the config's event types). ``overrides`` are config fields as
     keywords (``no_components=64, epochs=10, codebook_size=32``; ``resolve_config``), validated by the
     config's pydantic models; no environment variable applies. ``feature_weights``: LightFM feature
-    group weights (default: fusion.features.FeatureWeights, identity weight chosen from the data)."""
+    group weights (default: fusion.features.FeatureWeights, identity weight chosen from the data).
+    ``calibrate``: ``fast`` (default) / ``full`` choose the fusion settings on a validation split of
+    these interactions and refit on all of them (fusion/calibration.py, as ``mixrec train``);
+    ``off`` trains the configured settings as given. What was chosen: ``MixrecModel.calibration``."""
+    if calibrate not in CALIBRATION_MODES:
+        raise DataError(f"calibrate must be one of {', '.join(CALIBRATION_MODES)}, got {shown(calibrate)}")
+    if feature_weights is not None and calibrate != "off":
+        raise DataError("feature_weights fixes what calibration chooses: pass calibrate='off' with it")
     cfg = resolve_config(config, **overrides)
     rows = (list(interactions) if _all_records(interactions)
             else validate_interactions(interactions, catalog, events=cfg.events))
@@ -102,9 +111,12 @@ def fit(catalog: Catalog, embeddings: ItemEmbeddings, interactions: Any,
     if missing:
         raise DataError(f"embeddings lack {len(missing)} catalog item(s), e.g. {shown(sorted(missing)[0])}: "
                         "encode the same catalog (encode_items)")
-    model = HybridModel.train(list(catalog.items), embeddings.subset(catalog.item_ids), rows, cfg,
-                              progress=progress, weights=feature_weights)
-    return MixrecModel(model, cfg)
+    items, emb = list(catalog.items), embeddings.subset(catalog.item_ids)
+    if feature_weights is not None:
+        model = HybridModel.train(items, emb, rows, cfg, progress=progress, weights=feature_weights)
+        return MixrecModel(model, cfg)
+    model, report = train_model(items, emb, rows, cfg, calibrate=calibrate, progress=progress)
+    return MixrecModel(model, cfg, report.as_dict())
 
 
 def _all_records(rows: Any) -> bool:
@@ -114,9 +126,12 @@ def _all_records(rows: Any) -> bool:
 class MixrecModel:
     """A trained model (``fit``, ``load``): batch scoring and top-k, saving, the BentoML model store."""
 
-    def __init__(self, hybrid: HybridModel, config: MixrecConfig | None = None) -> None:
+    def __init__(self, hybrid: HybridModel, config: MixrecConfig | None = None,
+                 calibration: dict | None = None) -> None:
         self.hybrid = hybrid
         self.config = config
+        # What calibration chose and its validation figures (CalibrationReport.as_dict), None if off.
+        self.calibration = calibration
 
     # ------------------------------------------------------------------ reading
     @property
@@ -214,8 +229,11 @@ class MixrecModel:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
-        """The artifacts directory ``mixrec train --out`` writes (``serving.artifacts: <dir>``)."""
+        """The artifacts directory ``mixrec train --out`` writes (``serving.artifacts: <dir>``), with
+        ``calibration.json`` as ``mixrec info`` reads it."""
         self.hybrid.save(directory)
+        if self.calibration is not None:
+            CalibrationReport(**self.calibration).save(directory)
 
     def save_to_model_store(self, name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:
         """Save into the BentoML model store; returns the exact tag (``mixrec-hybrid:<version>``) that
@@ -227,7 +245,9 @@ class MixrecModel:
         """From a directory or ``bentoml:<tag>``, through the service's own loader."""
         from services.replica import load_trained_model
 
-        return cls(load_trained_model(str(artifacts)))
+        where = str(artifacts)
+        return cls(load_trained_model(where), calibration=None if where.startswith("bentoml:")
+                   else CalibrationReport.load(where))
 
 
 def _seen(snap: Snapshot, user_id: str) -> np.ndarray:
