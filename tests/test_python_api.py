@@ -308,6 +308,7 @@ def test_model_store_round_trip_through_the_service_loader(bentoml_home, model):
     tag = model.save_to_model_store()
     assert re.fullmatch(r"mixrec-hybrid:\w+", tag)
     back = mixrec.MixrecModel.load(f"bentoml:{tag}")
+    assert back.calibration == model.calibration is not None  # calibration.json travels in the entry
     users = ["u1", "u2", "stranger"]
     a, b = model.top_k(users, k=5), back.top_k(users, k=5)
     for u in users:

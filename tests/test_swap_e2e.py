@@ -218,6 +218,9 @@ def test_swapped_encoders_train_build_and_serve_without_editing_the_repository(s
     bento = yaml.safe_load((swap.bento_dir / "bento.yaml").read_text())
     tags = [m["tag"] for m in bento["models"]]
     assert tags[0] == swap.model_tag and swap.bert_v1 in tags
+    # the model store entry carries what `mixrec info` reads (the report `mixrec train` wrote)
+    entry = swap.root / "bentoml" / "models" / "mixrec-hybrid" / swap.model_tag.split(":")[1]
+    assert (entry / "calibration.json").read_text() == (swap.root / "artifacts" / "calibration.json").read_text()
     assert list((swap.bento_dir / "env/python/wheels").glob("mixrec_band_energy-0.1.0-*.whl"))
     assert _git_status() == swap.repo_status  # nothing in the repository was edited
 

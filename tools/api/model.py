@@ -237,8 +237,12 @@ class MixrecModel:
 
     def save_to_model_store(self, name: str = HYBRID_MODEL_NAME, labels: dict | None = None) -> str:
         """Save into the BentoML model store; returns the exact tag (``mixrec-hybrid:<version>``) that
-        ``serving.artifacts: bentoml:<tag>`` and ``build_bento`` name."""
-        return self.hybrid.save_to_model_store(name, labels)
+        ``serving.artifacts: bentoml:<tag>`` and ``build_bento`` name. The entry carries
+        ``calibration.json`` too, as ``mixrec train --model-store`` writes it."""
+        tag = self.hybrid.save_to_model_store(name, labels)
+        if self.calibration is not None:
+            CalibrationReport(**self.calibration).save(_model_store_path(tag))
+        return tag
 
     @classmethod
     def load(cls, artifacts: str | os.PathLike) -> "MixrecModel":
@@ -246,8 +250,14 @@ class MixrecModel:
         from services.replica import load_trained_model
 
         where = str(artifacts)
-        return cls(load_trained_model(where), calibration=None if where.startswith("bentoml:")
-                   else CalibrationReport.load(where))
+        report_dir = _model_store_path(where.removeprefix("bentoml:")) if where.startswith("bentoml:") else where
+        return cls(load_trained_model(where), calibration=CalibrationReport.load(report_dir))
+
+
+def _model_store_path(tag: str) -> str:
+    import bentoml
+
+    return bentoml.models.get(tag).path
 
 
 def _seen(snap: Snapshot, user_id: str) -> np.ndarray:

@@ -83,7 +83,7 @@ def train_command(
     console.print(labels)
     if model_store:
         tag = model.save_to_model_store(model_store)
-        _copy_ann_indexes(out, tag)
+        _copy_beside_model(out, tag)
         console.print(f"saved to the BentoML model store as [bold]{tag}[/bold]")
 
 
@@ -99,17 +99,22 @@ def _write_ann_indexes(model, cfg, out: Path) -> str:
     return f"{done['items']} items in {done['build_seconds']:.1f}s -> {out / STORE_DIR}"
 
 
-def _copy_ann_indexes(out: Path, tag: str) -> None:
-    """The model store entry carries the same ``ann/`` as the artifacts directory (a Bento ships it)."""
+def _copy_beside_model(out: Path, tag: str) -> None:
+    """The model store entry carries the same ``ann/`` and ``calibration.json`` as the artifacts
+    directory (a Bento ships them; ``MixrecModel.load('bentoml:<tag>')`` reads the report back)."""
     import shutil
 
     import bentoml
 
+    from fusion.calibration import REPORT_FILE
     from services.candidates import STORE_DIR
 
+    entry = Path(bentoml.models.get(tag).path)
     if (out / STORE_DIR).is_dir():
-        shutil.copytree(out / STORE_DIR, Path(bentoml.models.get(tag).path) / STORE_DIR,
-                        ignore=shutil.ignore_patterns(".lock"), dirs_exist_ok=True)
+        shutil.copytree(out / STORE_DIR, entry / STORE_DIR, ignore=shutil.ignore_patterns(".lock"),
+                        dirs_exist_ok=True)
+    if (out / REPORT_FILE).is_file():
+        shutil.copy2(out / REPORT_FILE, entry / REPORT_FILE)
 
 
 def _num(v) -> str:
