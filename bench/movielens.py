@@ -151,10 +151,12 @@ mixrec (calibrated) minus the best baseline, per protocol and metric (paired boo
 
 {cal_line}
 """)
+    busy = float(str(load[0]).split()[0]) > 2.5  # 1-minute load before the run, on a 2-core machine
+    load_note = ("taken under load: other jobs shared the 2-core machine, so fit seconds are noisy" if busy else
+                 "a quiet host apart from this run's own LightFM threads")
     return f"""## Self-calibration (issue 13)
 
-Command (from the repository root), load average before / after: {load[0]} / {load[1]} (taken under load:
-other helpers share the 2-core machine, so fit seconds are noisy):
+Command (from the repository root), load average before / after: {load[0]} / {load[1]} ({load_note}):
 
 ```
 {command}
@@ -162,7 +164,8 @@ other helpers share the 2-core machine, so fit seconds are noisy):
 
 Models: `popularity`; `lightfm` (ids); `lightfm-genres` (ids + genres as tags); `mixrec-defaults` (the shipped
 fusion settings, calibration off); `mixrec` (self-calibrated at training time, `--calibrate {meta['calibrate']}`:
-fusion/calibration.py picks among the shipped settings and LightFM ids + tags, early-stops, and chooses the
+fusion/calibration.py scores the shipped settings and LightFM ids + tags at epoch checkpoints and keeps the
+shipped settings unless another is better by more than 2 paired standard errors, then chooses the
 new-user blend and the cold-item map weight on a validation split carved from the training data of each
 protocol; its fit seconds include all of that and the refit). Warm = the official split; cold items =
 {meta['cold_item_share']:.0%} of the movies, trained without and added afterwards through `add_items`, ranked among the

@@ -111,6 +111,12 @@ def test_evaluate_help_lists_every_protocol_and_model():
         assert name in out
 
 
+def report_of(artifacts):
+    from fusion.calibration import CalibrationReport
+
+    return CalibrationReport.load(artifacts)
+
+
 def test_train_writes_the_calibration_report_and_info_shows_it(tmp_path, monkeypatch):
     import encoders.fingerprint
     from mixrec.config import DEFAULT_CONFIG
@@ -134,6 +140,7 @@ def test_train_writes_the_calibration_report_and_info_shows_it(tmp_path, monkeyp
                              terminal_width=240)
     assert res.exit_code == 0, res.output
     assert "calibration (fast)" in res.output and "ids + tags" in res.output
+    assert f"why: {report_of(tmp_path / 'art')['selection']}" in res.output  # why the chosen setting won
     assert (tmp_path / "art" / "calibration.json").is_file()
     info = CliRunner().invoke(app, ["info", str(tmp_path / "art")], terminal_width=240)
     assert info.exit_code == 0 and "ids + tags" in info.output and "cold_map_weight" in info.output

@@ -136,7 +136,8 @@ def calibration_table(report: dict) -> Table:
                       _num(b.get("cold_items")), _num(b.get("cold_users")), f"{c['score']:.3f}", f"{c['fit_seconds']:.1f}")
     blend = {k: v for k, v in report.get("blend", {}).items() if v and k != "content_description"}
     table.caption = (f"new-user blend {blend}; cold-item map weight {report.get('cold_map_weight')}; "
-                     f"validation {report.get('validation', {})}; refit {report.get('refit_seconds', 0):.1f}s")
+                     f"validation {report.get('validation', {})}; refit {report.get('refit_seconds', 0):.1f}s"
+                     + (f"\nwhy: {report['selection']}" if report.get("selection") else ""))
     return table
 
 
