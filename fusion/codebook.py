@@ -26,11 +26,13 @@ class SoftAssignment:
     clusters: np.ndarray  # (n, m) int cluster ids, best first
     weights: np.ndarray  # (n, m) float32, rows sum to 1 (all zero for rows with no content)
 
-    def dense(self, k: int) -> np.ndarray:
-        out = np.zeros((self.clusters.shape[0], k), np.float32)
-        np.add.at(out, (np.repeat(np.arange(self.clusters.shape[0]), self.clusters.shape[1]),
-                        self.clusters.ravel()), self.weights.ravel())
-        return out
+    def dense(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, k) memberships of every item, or of ``rows`` only (O(len(rows)), not O(catalogue))."""
+        clusters, weights = (self.clusters, self.weights) if rows is None else \
+            (self.clusters[rows], self.weights[rows])
+        n, m = clusters.shape
+        flat = (np.repeat(np.arange(n, dtype=np.int64) * k, m) + clusters.ravel()).astype(np.int64)
+        return np.bincount(flat, weights.ravel(), minlength=n * k).astype(np.float32).reshape(n, k)
 
 
 @dataclass

@@ -20,10 +20,18 @@ def _normalise_rows(x: np.ndarray) -> np.ndarray:
 
 
 def history_interests(interactions: sp.csr_matrix, item_assign: SoftAssignment, n_clusters: int) -> np.ndarray:
-    """(U, K): each user's distribution from the items they interacted with (each item counted once)."""
-    binary = interactions.copy()
-    binary.data = (binary.data > 0).astype(np.float32)
-    return _normalise_rows(np.asarray(binary @ item_assign.dense(n_clusters)))
+    """(U, K): each user's distribution from the items they interacted with (each item counted once).
+
+    Summed over the interactions' nonzeros only: O(interactions), not O(catalogue) (one user's
+    explanation at 1M items spent ~90 ms building every item's membership row before)."""
+    binary = sp.csr_matrix(interactions)
+    n_users, m = binary.shape[0], item_assign.clusters.shape[1]
+    users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(binary.indptr))
+    flat = np.repeat(users * n_clusters, m) + item_assign.clusters[binary.indices].ravel()
+    positive = (binary.data > 0).astype(np.float64)[:, None]  # negative feedback adds nothing
+    counts = np.bincount(flat, (item_assign.weights[binary.indices] * positive).ravel(),
+                         minlength=n_users * n_clusters)
+    return _normalise_rows(counts.astype(np.float32).reshape(n_users, n_clusters))
 
 
 def query_interests(codebook: Codebook, item_assign: SoftAssignment, query_vec: np.ndarray | None,
@@ -33,7 +41,7 @@ def query_interests(codebook: Codebook, item_assign: SoftAssignment, query_vec: 
     if query_vec is not None:
         parts.append(codebook.assign(query_vec[None, :]).dense(codebook.size)[0])
     if len(liked):
-        parts.append(item_assign.dense(codebook.size)[liked].mean(axis=0))
+        parts.append(item_assign.dense(codebook.size, np.asarray(liked, np.int64)).mean(axis=0))
     if not parts:
         return np.zeros(codebook.size, np.float32)
     return _normalise_rows(np.mean(parts, axis=0))
