@@ -7,10 +7,10 @@ filtered results are still k items whenever k pass the filter. When the filter i
 so tight that few items pass (``exact_below`` or fewer), the query runs exactly over
 the items that pass: small filtered sets stay exact.
 
-An honest ANN path: when the graph walk comes back with fewer than k results (a tight
-filter, or a query whose neighbourhood the walk cannot reach at the configured
-``efSearch``), the search is retried with a wider beam (``efSearch`` x4 each time, up
-to ``ef_max``) before anything runs exactly; ``SearchCounters`` counts searches,
+An honest ANN path: when a filtered graph walk comes back with fewer than k results (a
+tight filter starves the beam), the search is retried with a wider beam (``efSearch`` x4
+each time, up to ``ef_max``) before anything runs exactly; an unfiltered walk that comes
+back short has exhausted what it can reach (widening repeats it) and runs exactly at once; ``SearchCounters`` counts searches,
 widenings and the exact fallbacks that remain, so the tail is visible, not silent.
 
 One copy of the vectors: the faiss index's own storage (an ``IndexFlatIP`` while exact,
@@ -280,7 +280,10 @@ class CandidateIndex:
         stored = self._stored()
         positions = np.flatnonzero(ok)
         # Scoring every row in place beats gathering most of them into a copy first.
-        scores = (stored @ q)[positions] if positions.size * 2 > ok.size else stored[positions] @ q
+        if positions.size == ok.size:
+            scores = stored @ q
+        else:
+            scores = (stored @ q)[positions] if positions.size * 2 > ok.size else stored[positions] @ q
         top = np.argpartition(-scores, k - 1)[:k] if scores.size > k else np.arange(scores.size)
         top = top[np.argsort(-scores[top], kind="stable")]
         return self._ids[positions[top]].copy(), scores[top].astype(np.float32)
@@ -298,7 +301,10 @@ class CandidateIndex:
             found = pos >= 0
             if int(found.sum()) >= k:
                 return self._ids[pos[found]].copy(), scores[found].astype(np.float32)
-            if ef >= self.ef_max:
+            if ef >= self.ef_max or (sel is None and ef >= k):
+                # Unfiltered, a walk that returns fewer than k with a beam of k or more has visited every
+                # node reachable from where the descent landed (a dead end of the directed inner-product
+                # graph): a wider beam walks the same nodes again, so go straight to the exact scan.
                 return None
             ef = min(ef * 4, self.ef_max)
             self.counters.add(widenings=1)

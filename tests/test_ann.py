@@ -171,6 +171,31 @@ def test_still_short_at_ef_max_falls_back_exactly_and_is_counted():
     assert c["exact_fallbacks"] == 1 and c["widenings"] == 0
 
 
+def test_an_unfiltered_dead_end_goes_exact_without_widening():
+    """Regression (issue 12, 1M items): 7% of unfiltered per-type searches came back short at every
+    beam (128, 512, 2048): the inner-product graph's directed edges left the walk in a small set it
+    had exhausted, and each such request paid two useless wider walks before the exact scan. Here
+    the graph is cut to a 10-node island around the entry point: the answer must still be exact and
+    complete, with no widening."""
+    import faiss
+
+    vectors, centres = clustered(3000, 16, seed=3)
+    index = CandidateIndex(16, ann_threshold=1, hnsw_m=4, ef_search=32, ef_max=2048, exact_below=10)
+    index.add(np.arange(3000), vectors)
+    hnsw = faiss.downcast_index(index.faiss_index()).hnsw
+    offsets = faiss.vector_to_array(hnsw.offsets)
+    links = np.full(faiss.vector_to_array(hnsw.neighbors).size, -1, np.int32)
+    island = [hnsw.entry_point] + [i for i in range(10) if i != hnsw.entry_point][:9]
+    for node in island:  # level 0 (the first slots of a node's range): links to the island only
+        others = [o for o in island if o != node][:2 * 4]
+        links[offsets[node]:offsets[node] + len(others)] = others
+    faiss.copy_array_to_vector(links, hnsw.neighbors)
+    ids, _ = index.search(centres[0], 20)  # 20 > the 10 nodes the walk can reach
+    assert ids.tolist() == brute_force(vectors, centres[0].astype(np.float32), 20).tolist()
+    c = index.counters.as_dict()
+    assert c["searches"] == 1 and c["widenings"] == 0 and c["exact_fallbacks"] == 1
+
+
 def test_one_copy_of_the_vectors_and_array_id_maps():
     """The faiss index holds the vectors; the wrapper keeps only small id arrays (main kept a second
     float copy and a dict per id: ~0.48 GB at 1M items)."""
