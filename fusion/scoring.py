@@ -138,7 +138,7 @@ def fresh_shift(snap: Snapshot, fold: FoldIn, rows: np.ndarray) -> np.ndarray:
 def ann_vectors(snap: Snapshot) -> np.ndarray:
     """Item vectors for an inner-product index: [repr, bias], so ``ann_vectors . ann_query(u)`` is
     ``user_scores(u)``."""
-    return np.hstack([snap.item_repr, snap.item_bias[:, None]]).astype(np.float32)
+    return np.hstack([snap.item_repr, snap.item_bias[:, None]]).astype(np.float32, copy=False)
 
 
 def ann_query(vector: np.ndarray) -> np.ndarray:

@@ -107,6 +107,12 @@ class CandidateIndex:
         with self._lock:
             return self._stored()[self._alive[:self._size]].copy()
 
+    def vectors_at(self, start: int, stop: int) -> np.ndarray:
+        """``vectors()[start:stop]`` without copying the others (a copy of those rows only)."""
+        with self._lock:
+            live = np.flatnonzero(self._alive[:self._size])[start:stop]
+            return self._stored()[live].copy()
+
     def _stored(self) -> np.ndarray:
         """The faiss storage as an (n, dim) array, in place (valid until the index next changes: hold the lock)."""
         index = faiss.downcast_index(self._index.storage) if self.uses_ann else self._index

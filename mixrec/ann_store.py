@@ -159,12 +159,20 @@ class AnnStore:
         return None
 
 
+CHECK_BLOCK = 65_536  # rows compared at a time: the check's temporaries stay a few MB, not the index's size
+
+
 def _vectors_differ(ix: CandidateIndex, expected_rows: np.ndarray, vectors: np.ndarray) -> str | None:
     ids = ix.ids()
     if not np.array_equal(np.sort(ids), expected_rows):
         return f"an index holds {ids.size} rows, not the {expected_rows.size} expected"
-    stored = ix.vectors()
-    if not np.allclose(stored, vectors[ids], rtol=RTOL, atol=ATOL):
-        worst = float(np.max(np.abs(stored - vectors[ids])))
-        return f"the stored vectors differ from the model's (max abs difference {worst:.3g})"
+    # Block by block: at 1M items whole-index copies and comparison temporaries were ~0.3 GB of the
+    # replica's peak memory while loading (BENCHMARKS.md "One box: ANN").
+    for start in range(0, ids.size, CHECK_BLOCK):
+        block = ids[start:start + CHECK_BLOCK]
+        stored = ix.vectors_at(start, start + block.size)
+        want = vectors[block]
+        if not np.allclose(stored, want, rtol=RTOL, atol=ATOL):
+            worst = float(np.max(np.abs(stored - want)))
+            return f"the stored vectors differ from the model's (max abs difference {worst:.3g})"
     return None

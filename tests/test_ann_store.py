@@ -107,6 +107,29 @@ def test_float_rounding_is_not_a_change(tmp_path):
     assert ann.describe()["loads"] == 1
 
 
+def test_the_vector_check_reads_block_by_block_and_misses_no_block(tmp_path, monkeypatch, caplog):
+    """The check compares a few rows at a time (a replica's peak memory at 1M items); a change in
+    any block, the last one included, still refuses the stored set."""
+    from mixrec import ann_store
+
+    monkeypatch.setattr(ann_store, "CHECK_BLOCK", 100)
+    snap = fake_snapshot()
+    AnnCandidates(1000, tmp_path / "ann").refresh(snap, wait=True)
+    index = AnnCandidates(1000, tmp_path / "ann")
+    index.refresh(snap, wait=True)
+    assert index.describe()["loads"] == 1  # unchanged: every block matches
+    ix = index.view(snap).built.indexes[0]
+    blocks = [ix.vectors_at(a, a + 100) for a in range(0, len(ix), 100)]
+    assert np.array_equal(np.concatenate(blocks), ix.vectors())
+    last_row = int(ix.ids()[-1])  # the last position of the first type's index: its last block
+    repr_ = snap.item_repr.copy()
+    repr_[last_row, 0] += 0.25
+    changed = AnnCandidates(1000, tmp_path / "ann")
+    with caplog.at_level(logging.WARNING, logger="mixrec.ann_store"):
+        changed.refresh(fake_snapshot(item_repr=repr_), wait=True)
+    assert changed.describe()["loads"] == 0 and "stored vectors differ" in caplog.text
+
+
 def test_a_torn_index_file_is_rebuilt_not_fatal(tmp_path, caplog):
     snap = fake_snapshot()
     AnnCandidates(1000, tmp_path / "ann").refresh(snap, wait=True)
