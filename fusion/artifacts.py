@@ -214,8 +214,12 @@ def save_state_to_model_store(st: ModelState, name: str = HYBRID_MODEL_NAME, lab
     return str(ref.tag)
 
 
-def load_state_from_model_store(tag: str, expected_encoders: dict[str, dict] | None = None) -> ModelState:
+def model_store_path(tag: str) -> Path:
+    """The directory of model store entry ``tag`` (files saved beside the model travel with it)."""
     import bentoml
 
-    ref = bentoml.models.get(tag)
-    return load_state(ref.path, expected_encoders)
+    return Path(bentoml.models.get(tag).path)
+
+
+def load_state_from_model_store(tag: str, expected_encoders: dict[str, dict] | None = None) -> ModelState:
+    return load_state(model_store_path(tag), expected_encoders)

@@ -28,11 +28,17 @@ class SoftAssignment:
 
     def dense(self, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         """(n, k) memberships of every item, or of ``rows`` only (O(len(rows)), not O(catalogue))."""
-        clusters, weights = (self.clusters, self.weights) if rows is None else \
-            (self.clusters[rows], self.weights[rows])
-        n, m = clusters.shape
-        flat = (np.repeat(np.arange(n, dtype=np.int64) * k, m) + clusters.ravel()).astype(np.int64)
-        return np.bincount(flat, weights.ravel(), minlength=n * k).astype(np.float32).reshape(n, k)
+        rows = np.arange(self.clusters.shape[0]) if rows is None else np.asarray(rows, np.int64)
+        return self.summed(k, rows, np.arange(rows.size), rows.size)
+
+    def summed(self, k: int, rows: np.ndarray, into: np.ndarray, n_out: int,
+               scale: np.ndarray | None = None) -> np.ndarray:
+        """(n_out, k): the memberships of items ``rows`` (times ``scale``) added up into output row
+        ``into`` of each; O(len(rows)), whatever the catalogue's size."""
+        m = self.clusters.shape[1]
+        weights = self.weights[rows] if scale is None else self.weights[rows] * scale[:, None]
+        flat = np.repeat(np.asarray(into, np.int64) * k, m) + self.clusters[rows].ravel()
+        return np.bincount(flat, weights.ravel(), minlength=n_out * k).astype(np.float32).reshape(n_out, k)
 
 
 @dataclass

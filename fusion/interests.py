@@ -25,13 +25,9 @@ def history_interests(interactions: sp.csr_matrix, item_assign: SoftAssignment, 
     Summed over the interactions' nonzeros only: O(interactions), not O(catalogue) (one user's
     explanation at 1M items spent ~90 ms building every item's membership row before)."""
     binary = sp.csr_matrix(interactions)
-    n_users, m = binary.shape[0], item_assign.clusters.shape[1]
-    users = np.repeat(np.arange(n_users, dtype=np.int64), np.diff(binary.indptr))
-    flat = np.repeat(users * n_clusters, m) + item_assign.clusters[binary.indices].ravel()
-    positive = (binary.data > 0).astype(np.float64)[:, None]  # negative feedback adds nothing
-    counts = np.bincount(flat, (item_assign.weights[binary.indices] * positive).ravel(),
-                         minlength=n_users * n_clusters)
-    return _normalise_rows(counts.astype(np.float32).reshape(n_users, n_clusters))
+    users = np.repeat(np.arange(binary.shape[0], dtype=np.int64), np.diff(binary.indptr))
+    positive = (binary.data > 0).astype(np.float32)  # negative feedback adds nothing
+    return _normalise_rows(item_assign.summed(n_clusters, binary.indices, users, binary.shape[0], positive))
 
 
 def query_interests(codebook: Codebook, item_assign: SoftAssignment, query_vec: np.ndarray | None,

@@ -25,6 +25,7 @@ from typing import Any, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from fusion.artifacts import model_store_path
 from fusion.calibration import MODES as CALIBRATION_MODES, CalibrationReport, train_model
 from fusion.features import FeatureWeights
 from fusion.hybrid import HybridModel
@@ -241,7 +242,7 @@ class MixrecModel:
         ``calibration.json`` too, as ``mixrec train --model-store`` writes it."""
         tag = self.hybrid.save_to_model_store(name, labels)
         if self.calibration is not None:
-            CalibrationReport(**self.calibration).save(_model_store_path(tag))
+            CalibrationReport(**self.calibration).save(model_store_path(tag))
         return tag
 
     @classmethod
@@ -250,14 +251,9 @@ class MixrecModel:
         from services.replica import load_trained_model
 
         where = str(artifacts)
-        report_dir = _model_store_path(where.removeprefix("bentoml:")) if where.startswith("bentoml:") else where
+        report_dir = model_store_path(where.removeprefix("bentoml:")) if where.startswith("bentoml:") else where
         return cls(load_trained_model(where), calibration=CalibrationReport.load(report_dir))
 
-
-def _model_store_path(tag: str) -> str:
-    import bentoml
-
-    return bentoml.models.get(tag).path
 
 
 def _seen(snap: Snapshot, user_id: str) -> np.ndarray:

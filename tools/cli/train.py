@@ -104,12 +104,11 @@ def _copy_beside_model(out: Path, tag: str) -> None:
     directory (a Bento ships them; ``MixrecModel.load('bentoml:<tag>')`` reads the report back)."""
     import shutil
 
-    import bentoml
-
+    from fusion.artifacts import model_store_path
     from fusion.calibration import REPORT_FILE
     from services.candidates import STORE_DIR
 
-    entry = Path(bentoml.models.get(tag).path)
+    entry = model_store_path(tag)
     if (out / STORE_DIR).is_dir():
         shutil.copytree(out / STORE_DIR, entry / STORE_DIR, ignore=shutil.ignore_patterns(".lock"),
                         dirs_exist_ok=True)
