@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,10 +59,11 @@ class Candidate:
     weights: FeatureWeights
     fusion: dict = field(default_factory=dict)
 
-    def config(self, cfg: MixrecConfig, epochs: int | None = None) -> MixrecConfig:
+    def config(self, cfg: MixrecConfig, epochs: int | None = None, threads: int | None = None) -> MixrecConfig:
         update: dict[str, Any] = {"fusion": cfg.fusion.model_copy(update=self.fusion)}
-        if epochs is not None:
-            update["model"] = cfg.model.model_copy(update={"epochs": epochs})
+        model = {k: v for k, v in (("epochs", epochs), ("num_threads", threads)) if v is not None}
+        if model:
+            update["model"] = cfg.model.model_copy(update=model)
         return cfg.model_copy(update=update)
 
 
@@ -336,6 +338,28 @@ def _paired_gain(new: dict[str, np.ndarray], old: dict[str, np.ndarray], top: di
 
 
 # ================================================================== train_model
+def _validate(cand: Candidate, cfg: MixrecConfig, threads: int, hold: Holdout, emb: ItemEmbeddings,
+              content: tuple, marks: list[int]) -> tuple[CandidateResult, dict[int, dict], dict[int, tuple]]:
+    """One candidate's validation run: trained on the validation split's training side, cold items
+    added afterwards, scored at every epoch checkpoint of ``marks``. Returns its result, and by
+    epochs its per-user NDCG@10 (for ``_select``) and its cold users' score parts (blend search)."""
+    t0 = time.perf_counter()
+    model = HybridModel.train(hold.train_items, emb, hold.train_interactions, cand.config(cfg, threads=threads),
+                              weights=cand.weights, epochs=marks[0], content=None if cand.fusion else content)
+    model.add_items(hold.cold_items, emb)  # the service's path for new items
+    result = CandidateResult(cand.name, asdict(model.weights), dict(cand.fusion), 0.0, [])
+    per_user, parts_at = {}, {}
+    done = marks[0]
+    for e in marks:
+        if e > done:
+            model.fit_partial(e - done)
+            done = e
+        cp, parts_at[e], per_user[e] = _score_checkpoint(model, hold, e, last=e == marks[-1])
+        result.checkpoints.append(cp)
+    result.fit_seconds = time.perf_counter() - t0
+    return result, per_user, parts_at
+
+
 def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Interaction], cfg: MixrecConfig,
                 calibrate: str = "fast", progress: bool = False, seed: int = 0) -> tuple[HybridModel, CalibrationReport]:
     """Train the hybrid with settings chosen on a validation split of this data (``calibrate``:
@@ -363,23 +387,19 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
     # The shared space and codebook depend on item content only (no interaction): fitted once on the
     # whole catalogue and shared by every candidate with the configured fusion settings and the refit.
     content = HybridModel.fit_content(items, emb, cfg)
-    for cand in candidate_set(calibrate, cfg):
-        t0 = time.perf_counter()
-        marks = checkpoints(calibrate, cfg.model.epochs)
-        model = HybridModel.train(hold.train_items, emb, hold.train_interactions, cand.config(cfg),
-                                  weights=cand.weights, epochs=marks[0], content=None if cand.fusion else content)
-        model.add_items(hold.cold_items, emb)  # the service's path for new items
-        result = CandidateResult(cand.name, asdict(model.weights), dict(cand.fusion), 0.0, [])
-        done = marks[0]
-        for e in marks:
-            if e > done:
-                model.fit_partial(e - done)
-                done = e
-            cp, parts, per_user[(cand.name, e)] = _score_checkpoint(model, hold, e, last=e == marks[-1])
-            result.checkpoints.append(cp)
-            best_parts[(cand.name, e)] = parts
-        result.fit_seconds = time.perf_counter() - t0
+    cands = candidate_set(calibrate, cfg)
+    # Candidates run side by side, LightFM's threads split between them: LightFM releases the GIL,
+    # so one candidate's scoring (Python and numpy) overlaps another's epochs instead of leaving
+    # cores idle. Each LightFM run then has one thread: Hogwild with one thread is also reproducible.
+    workers = max(1, min(len(cands), cfg.model.num_threads))
+    threads = max(1, cfg.model.num_threads // workers)
+    marks = checkpoints(calibrate, cfg.model.epochs)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="calibrate") as pool:
+        runs = list(pool.map(lambda c: _validate(c, cfg, threads, hold, emb, content, marks), cands))
+    for result, run_per_user, run_parts in runs:
         report.candidates.append(result)
+        per_user.update({(result.name, e): v for e, v in run_per_user.items()})
+        best_parts.update({(result.name, e): v for e, v in run_parts.items()})
     chosen, report.selection = _select(report.candidates, per_user, reference=(SHIPPED.name, cfg.model.epochs))
     del per_user
     cand = next(c for c in candidate_set(calibrate, cfg) if c.name == chosen.name)
@@ -387,8 +407,10 @@ def train_model(items: list[Item], emb: ItemEmbeddings, interactions: list[Inter
     blend_w = BLEND_STARTS[best.blend]
     parts, targets, known = best_parts[(chosen.name, best.epochs)]
     if parts:
-        # One coordinate search from the checkpoint's best fixed blend (and the other starts).
-        searched, val = calibrate_blend(parts, targets, known, k=K, starts=list(BLEND_STARTS.values()),
+        # A coordinate search from the checkpoint's best fixed blend (full: from every fixed blend;
+        # each start costs about as much as a validation epoch).
+        starts = [blend_w] if calibrate == "fast" else list(BLEND_STARTS.values())
+        searched, val = calibrate_blend(parts, targets, known, k=K, starts=starts,
                                         rounds=2 if calibrate == "fast" else 3)
         if _clearly_better(_blend_ndcgs(parts, targets, known, searched), _blend_ndcgs(parts, targets, known, blend_w)):
             blend_w, best.cold_users = replace(searched, content_description=QueryBlend().content_description), val

@@ -494,13 +494,28 @@ class HybridModel(SnapshotReader):
         self._fit(0, False)
 
     def set_scoring_knobs(self, blend: QueryBlend | None = None, cold_map_weight: float | None = None) -> None:
-        """Scoring-time settings (chosen by fusion/calibration.py without refitting); republishes."""
+        """Scoring-time settings (chosen by fusion/calibration.py without refitting). The blend is
+        read at query time and the cold-map weight moves only the item representations, so only
+        those are republished: calibration sets these knobs a dozen times per fit, and a full
+        ``_refresh`` (interaction matrix, interests, user features) each time was ~5% of its cost."""
         with self._lock:
             if blend is not None:
                 self.blend_weights = blend
             if cold_map_weight is not None:
                 self.cold_map_weight = float(cold_map_weight)
-            self._refresh()
+            if not self._publish_item_representations():
+                self._refresh()
+
+    def _publish_item_representations(self) -> bool:
+        """Publish the current snapshot with the item representations recomputed (same rows, same
+        LightFM parameters). False (nothing published) when there is no snapshot of these rows."""
+        snap = self._snap
+        if snap is None or self._item_rows is None or len(snap.item_ids) != len(self.items):
+            return False
+        item_repr, item_bias = self._item_representations(self._item_state().features)
+        if item_repr is not snap.item_repr:
+            self._snap = replace(snap, item_repr=item_repr, item_bias=item_bias)
+        return True
 
     # ================================================================== item columns
     def _live_item_index(self) -> dict[str, int]:

@@ -221,7 +221,9 @@ def neighbour_vector(snap: Snapshot, rows: np.ndarray, weights: np.ndarray) -> n
     """Fold-in through neighbours: the overlap-weighted mean of the LightFM vectors of known users
     who liked items ``rows`` (weights ``weights``); stays in the space LightFM trained users in.
     None when nobody else liked them."""
-    overlap = (snap.seen[:, rows] @ np.asarray(weights, np.float64)) ** NEIGHBOUR_POWER
+    # seen @ (weights scattered over their rows): one sparse mat-vec, no column slice of ``seen``
+    spread = np.bincount(np.asarray(rows, np.int64), np.asarray(weights, np.float64), snap.seen.shape[1])
+    overlap = np.asarray(snap.seen @ spread, np.float64) ** NEIGHBOUR_POWER
     total = overlap.sum()
     if total <= 0:
         return None

@@ -226,3 +226,50 @@ def test_scoring_knobs_change_the_published_scores(catalog):
     assert not np.allclose(before, model.score_all(q))
     model.set_scoring_knobs(cold_map_weight=0.0)
     assert model.cold_map_weight == 0.0
+
+
+def test_scoring_knobs_republish_item_representations_only(catalog, monkeypatch):
+    """Calibration sets the knobs a dozen times per fit: each republishes the item representations
+    (equal to a full refresh's) without rebuilding the user side (interaction matrix, interests)."""
+    cold = catalog.items[-5:]
+    gone = {it.item_id for it in cold}
+    warm = [r for r in catalog.interactions if r.item_id not in gone]
+    model = HybridModel.train(catalog.items[:-5], catalog.embeddings, warm, small_config())
+    model.add_items(cold, catalog.embeddings)  # cold items: the map weight moves them
+    rebuilt = []
+    real = HybridModel._interaction_matrix
+    monkeypatch.setattr(HybridModel, "_interaction_matrix", lambda self: rebuilt.append(1) or real(self))
+    published = []
+    for w in (0.0, 0.5):
+        model.set_scoring_knobs(cold_map_weight=w)
+        fast = model.snapshot
+        assert not rebuilt
+        model._refresh()
+        np.testing.assert_array_equal(fast.item_repr, model.snapshot.item_repr)
+        np.testing.assert_array_equal(fast.item_bias, model.snapshot.item_bias)
+        published.append(fast.item_repr[-5:])
+        rebuilt.clear()
+    assert not np.allclose(*published)  # the weight did move the cold items
+
+
+def test_candidates_train_side_by_side_on_a_share_of_the_threads(catalog, monkeypatch):
+    """With two LightFM threads configured, ``fast``'s two validation runs train concurrently with
+    one thread each (one candidate's scoring overlaps the other's epochs); the refit gets both."""
+    import threading
+
+    runs = []
+    real = HybridModel._run_epochs
+
+    def recording(self, *args, **kwargs):
+        runs.append((threading.current_thread().name, self.model_cfg.num_threads))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(HybridModel, "_run_epochs", recording)
+    model, report = train_model(catalog.items, catalog.embeddings, catalog.interactions,
+                                small_config(num_threads=2), calibrate="fast")
+    validation_runs, refit = runs[:-1], runs[-1]
+    assert len(validation_runs) == 2 * len(checkpoints("fast", 4))  # train + fit_partial, per candidate
+    assert {threads for _, threads in validation_runs} == {1}
+    assert len({name for name, _ in validation_runs}) == 2 and all(n.startswith("calibrate") for n, _ in validation_runs)
+    assert refit == (threading.current_thread().name, 2) and model.model_cfg.num_threads == 2
+    assert [c.name for c in report.candidates] == [SHIPPED.name, IDS_TAGS.name]

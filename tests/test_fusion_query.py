@@ -23,6 +23,23 @@ def test_cooccurrence_scores_match_definitions():
     np.testing.assert_allclose(assoc2, assoc + 2 * np.array([0, 0, 0, 1.0]))
 
 
+def test_cooccurrence_scores_equal_the_dense_definition_on_a_random_matrix():
+    """The mat-vec form (no column slice of ``seen``) against co = seen.T @ seen, written out:
+    repeated seeds and weights included, and items nobody took (n_j = 0)."""
+    rng = np.random.default_rng(3)
+    dense = (rng.random((60, 40)) < 0.15).astype(np.float32)
+    dense[:, 7] = 0.0
+    seen = sp.csr_matrix(dense)
+    counts = dense.sum(axis=0)
+    seeds, w = np.array([3, 11, 3, 7, 25]), np.array([1.0, 0.5, 2.0, 1.0, 0.25])
+    co = dense.T.astype(np.float64) @ dense
+    n_l = np.maximum(counts[seeds], 1.0)
+    cosine, assoc = cooccurrence_scores(seen, seeds, counts, w)
+    np.testing.assert_allclose(cosine, (co[:, seeds] / np.sqrt(np.maximum(counts, 1.0))[:, None] / np.sqrt(n_l)) @ w,
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(assoc, (co[:, seeds] / n_l) @ w, rtol=1e-6, atol=1e-9)
+
+
 def test_blend_standardises_and_falls_back_to_popularity():
     pop = np.array([5.0, 1.0, 3.0])
     parts = {"popularity": pop, "content": np.array([0.0, 10.0, 0.0])}
