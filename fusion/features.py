@@ -40,6 +40,13 @@ class FeatureWeights:
     # LightFM and 2 tokens 2.8-3.1x, at equal quality (warm P@10 0.260 vs 0.259, cold-item AUC
     # 0.80 both). Interest distributions and explanations always use the full soft assignment.
     item_tokens: int = 1
+    # How a row's unit L1 mass is split. False: each group gets its weight's share, whatever its
+    # size. True: each feature counts as one unit scaled by its group's weight, L1 over the whole
+    # row -- LightFM's usual normalisation, under which an item with many tags leans on them more
+    # than on its id. Plain "LightFM ids + tags" is identity=1, tags=1 with this on; with it off the
+    # id keeps half the row, and on ml-100k the mean-of-liked fold-in of new users fell from
+    # NDCG@10 0.50 to 0.43 (same data, same LightFM fit: BENCHMARKS.md, "Self-calibration").
+    per_feature: bool = False
 
 
 def auto_identity_weight(interactions_per_item: float) -> float:
@@ -113,15 +120,19 @@ def constant_groups(items: list[Item]) -> set[str]:
 
 def combine(groups: dict[str, dict[str, float]], weights: FeatureWeights,
             reserve: tuple[str, ...] = ()) -> dict[str, float]:
-    """One row from feature groups: each group gets its weight's share of the row's unit L1 mass.
+    """One row from feature groups: each group gets its weight's share of the row's unit L1 mass
+    (``weights.per_feature``: its weight times its number of features).
 
-    ``reserve`` names absent groups whose share stays counted (and empty), so that a cold
-    item's content features keep exactly the weights they were trained with on warm items.
+    ``reserve`` names absent groups whose share stays counted (and empty, as one feature), so that
+    a cold item's content features keep exactly the weights they were trained with on warm items.
     """
-    total = sum(getattr(weights, g) for g in set(groups) | set(reserve))
+    def mass(g: str, size: int) -> float:
+        return getattr(weights, g) * (size if weights.per_feature else 1)
+
+    total = sum(mass(g, len(f)) for g, f in groups.items()) + sum(mass(g, 1) for g in set(reserve) - set(groups))
     row: dict[str, float] = {}
     for g, feats in groups.items():
-        share = getattr(weights, g) / total if total > 0 else 0.0
+        share = mass(g, len(feats)) / total if total > 0 else 0.0
         for name, w in feats.items():
             row[name] = row.get(name, 0.0) + share * w
     return row

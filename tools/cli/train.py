@@ -7,8 +7,9 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 
 class Calibrate(str, Enum):
@@ -120,7 +121,7 @@ def _num(v) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def calibration_table(report: dict) -> Table:
+def calibration_table(report: dict) -> Table | Group:
     """The calibration report (fusion.calibration.CalibrationReport.as_dict) as a rich table:
     each candidate's validation figures at its best epoch, the chosen one marked."""
     table = Table(title=f"calibration ({report['mode']}): chose {report['chosen']!r}, {report['epochs']} epochs, "
@@ -135,9 +136,11 @@ def calibration_table(report: dict) -> Table:
                       _num(b.get("cold_items")), _num(b.get("cold_users")), f"{c['score']:.3f}", f"{c['fit_seconds']:.1f}")
     blend = {k: v for k, v in report.get("blend", {}).items() if v and k != "content_description"}
     table.caption = (f"new-user blend {blend}; cold-item map weight {report.get('cold_map_weight')}; "
-                     f"validation {report.get('validation', {})}; refit {report.get('refit_seconds', 0):.1f}s"
-                     + (f"\nwhy: {report['selection']}" if report.get("selection") else ""))
-    return table
+                     f"validation {report.get('validation', {})}; refit {report.get('refit_seconds', 0):.1f}s")
+    if not report.get("selection"):
+        return table
+    # Below the table, not in its caption: a caption wraps at the table's width, this wraps at the terminal's.
+    return Group(table, Text(f"why: {report['selection']}"))
 
 
 def register(app: typer.Typer) -> None:
