@@ -1,0 +1,55 @@
+"""What calibration saw on one ml-100k split: every candidate's validation figures at every epoch
+checkpoint, and why it chose what it chose (``train_model(calibrate=MODE)`` on the split's base
+file, as `bench/movielens.py`'s warm protocol trains).
+
+    .venv/bin/python bench/calibration_choice.py [--split u1] [--mode fast]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--split", default="u1")
+    p.add_argument("--mode", default="fast", choices=("fast", "full"))
+    p.add_argument("--data-dir", help="ml-100k directory (default: $MIXREC_MOVIELENS_DIR or ../shared/data/ml-100k)")
+    args = p.parse_args()
+
+    import scipy.sparse as sp
+
+    from fusion.calibration import train_model
+    from mixrec.catalog import Interaction
+    from mixrec.config import load_config
+    from tools.datasets.embed import encode_items
+    from tools.datasets.movielens import load_movielens, load_official_split
+    from tools.evaluation.adapter import _timestamps
+
+    cfg = load_config(None)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"no_components": 64, "epochs": 20})})
+    data = load_movielens(args.data_dir)
+    data.embeddings = encode_items(data, cfg, progress=False)
+    coo = sp.coo_matrix(load_official_split(data, args.split).train)
+    ts = _timestamps(data, coo.row, coo.col)
+    inter = [Interaction(data.user_ids[u], data.item_ids[i], "like", 1.0, float(t))
+             for u, i, t in zip(coo.row, coo.col, ts)]
+    _, report = train_model(data.items, data.embeddings, inter, cfg, calibrate=args.mode)
+    print(f"split {args.split}, validation {report.validation}")
+    print(f"chose {report.chosen} at {report.epochs} epochs: {report.selection}")
+    print(f"{'candidate':30s} {'epochs':>6s} {'warm NDCG':>10s} {'warm AUC':>9s} {'cold items':>11s} "
+          f"{'new users NDCG / AUC':>21s}  blend")
+    for c in report.candidates:
+        for cp in c.checkpoints:
+            print(f"{c.name:30s} {cp.epochs:6d} {cp.warm:10.4f} {cp.warm_auc:9.4f} {cp.cold_items:11.4f} "
+                  f"{cp.cold_users:10.4f} / {cp.cold_users_auc:.4f}  {cp.blend}")
+
+
+if __name__ == "__main__":
+    main()
