@@ -44,8 +44,8 @@ class FeatureWeights:
     # size. True: each feature counts as one unit scaled by its group's weight, L1 over the whole
     # row -- LightFM's usual normalisation, under which an item with many tags leans on them more
     # than on its id. Plain "LightFM ids + tags" is identity=1, tags=1 with this on; with it off the
-    # id keeps half the row, and on ml-100k the mean-of-liked fold-in of new users fell from
-    # NDCG@10 0.50 to 0.43 (same data, same LightFM fit: BENCHMARKS.md, "Self-calibration").
+    # id keeps half the row, and on ml-100k ua new users' mean-of-liked fold-in scored NDCG@10 0.41
+    # against 0.49 (bench/cold_user_foldin.py; BENCHMARKS.md, "Second session").
     per_feature: bool = False
 
 
