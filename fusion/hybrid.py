@@ -497,7 +497,7 @@ class HybridModel(SnapshotReader):
         """Scoring-time settings (chosen by fusion/calibration.py without refitting). The blend is
         read at query time and the cold-map weight moves only the item representations, so only
         those are republished: calibration sets these knobs seven times per ``fast`` fit, and a full
-        ``_refresh`` (interaction matrix, interests, user features) each time was ~7% of its cost."""
+        ``_refresh`` (interaction matrix, interests, user features) each time was ~5% of its cost."""
         with self._lock:
             if blend is not None:
                 self.blend_weights = blend
