@@ -23,23 +23,17 @@ def main() -> None:
     p.add_argument("--data-dir", help="ml-100k directory (default: $MIXREC_MOVIELENS_DIR or ../shared/data/ml-100k)")
     args = p.parse_args()
 
-    import scipy.sparse as sp
-
     from fusion.calibration import train_model
-    from mixrec.catalog import Interaction
     from mixrec.config import load_config
     from tools.datasets.embed import encode_items
     from tools.datasets.movielens import load_movielens, load_official_split
-    from tools.evaluation.adapter import _timestamps
+    from tools.evaluation.adapter import likes_from_matrix
 
     cfg = load_config(None)
     cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"no_components": 64, "epochs": 20})})
     data = load_movielens(args.data_dir)
     data.embeddings = encode_items(data, cfg, progress=False)
-    coo = sp.coo_matrix(load_official_split(data, args.split).train)
-    ts = _timestamps(data, coo.row, coo.col)
-    inter = [Interaction(data.user_ids[u], data.item_ids[i], "like", 1.0, float(t))
-             for u, i, t in zip(coo.row, coo.col, ts)]
+    inter = likes_from_matrix(data, load_official_split(data, args.split).train)
     _, report = train_model(data.items, data.embeddings, inter, cfg, calibrate=args.mode)
     print(f"split {args.split}, validation {report.validation}")
     print(f"chose {report.chosen} at {report.epochs} epochs: {report.selection}")

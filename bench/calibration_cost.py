@@ -51,6 +51,8 @@ def main() -> None:
     data = load_movielens(args.data_dir)
     data.embeddings = encode_items(data, cfg, progress=False)
     split = load_official_split(data, args.split)
+    # Inline rather than tools.evaluation.adapter.likes_from_matrix: --repo may name a checkout older
+    # than that helper, and this script has to run against it unchanged.
     coo = sp.coo_matrix(split.train)
     ts = _timestamps(data, coo.row, coo.col)
     inter = [Interaction(data.user_ids[u], data.item_ids[i], "like", 1.0, float(t))

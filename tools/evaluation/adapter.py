@@ -50,16 +50,10 @@ class MixrecEvalModel:
         if data.embeddings is None:
             raise ValueError(f"{self.name}: EvalData.embeddings is required (encode the catalog first)")
         start = time.perf_counter()
-        coo = sp.coo_matrix(train)
-        keep = coo.data > 0
-        users, cols = coo.row[keep], coo.col[keep]
-        times = _timestamps(data, users, cols)
-        interactions = [Interaction(data.user_ids[u], data.item_ids[i], "like", 1.0, float(t))
-                        for u, i, t in zip(users, cols, times)]
+        interactions = likes_from_matrix(data, train)
         items = [it if it.item_id == iid else it.model_copy(update={"item_id": iid})
                  for it, iid in zip(data.items, data.item_ids)]
-        trained = np.zeros(len(items), bool)
-        trained[cols] = True
+        trained = np.asarray((sp.csr_matrix(train) > 0).sum(axis=0)).ravel() > 0
         warm_items = [it for it, t in zip(items, trained) if t]
         if self.calibrate == "off" or self.weights is not None:
             self.model = HybridModel.train(warm_items, data.embeddings, interactions, self.cfg, weights=self.weights)
@@ -103,6 +97,16 @@ class MixrecEvalModel:
         if self.model is None:
             raise RuntimeError(f"{self.name}: fit() first")
         return self.model
+
+
+def likes_from_matrix(data: EvalData, matrix: sp.spmatrix) -> list[Interaction]:
+    """The positive entries of a users x items ``matrix`` as "like" interactions with ids, carrying the
+    dataset's timestamps (``_timestamps``): what ``train_model`` and ``HybridModel.train`` take."""
+    coo = sp.coo_matrix(matrix)
+    keep = coo.data > 0
+    users, cols = coo.row[keep], coo.col[keep]
+    return [Interaction(data.user_ids[u], data.item_ids[i], "like", 1.0, float(t))
+            for u, i, t in zip(users, cols, _timestamps(data, users, cols))]
 
 
 def _timestamps(data: EvalData, users: np.ndarray, items: np.ndarray) -> np.ndarray:
