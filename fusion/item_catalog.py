@@ -1,6 +1,7 @@
 """``ItemCatalog``: the catalogue's item metadata as columns, not one pydantic ``Item`` per row.
 
-Types, categories and tags are integer codes (tags as a CSR of codes per row); ids, titles,
+Types, categories and tags are integer codes over vocabularies the catalogue grows (type labels
+are the catalogue's own: "product" / "video" / "audio" in the demo, anything else elsewhere) (tags as a CSR of codes per row); ids, titles,
 descriptions and media paths live in string tables (UTF-8 bytes + end offsets, two numpy arrays),
 so a saved catalogue is a handful of ``.npy`` files that load memory-mapped and workers on one host
 share. An ``Item`` is built on demand for the few rows a response, explanation or checkpoint needs.
@@ -19,11 +20,11 @@ from typing import Iterable, NamedTuple
 import numpy as np
 
 from fusion.growable import Growable
-from mixrec.catalog import ITEM_TYPES, Item
+from mixrec.catalog import DEMO_ITEM_TYPES, MAX_ITEM_TYPES, Item
+from mixrec.errors import InputError
 
 TEXT_FIELDS = ("title", "description")
 MEDIA_FIELDS = ("image", "audio", "video")  # nullable
-_TYPE_NAMES = np.array(ITEM_TYPES)
 
 
 class ItemKeys(NamedTuple):
@@ -124,15 +125,16 @@ class Vocabulary:
 class ItemCatalog:
     """All item metadata, row-aligned with the model's item arrays."""
 
-    def __init__(self, ids: list[str], type_codes: np.ndarray, category: np.ndarray, categories: Vocabulary,
-                 tag_codes: np.ndarray, tag_ends: np.ndarray, tags: Vocabulary,
+    def __init__(self, ids: list[str], type_codes: np.ndarray, type_names: Vocabulary, category: np.ndarray,
+                 categories: Vocabulary, tag_codes: np.ndarray, tag_ends: np.ndarray, tags: Vocabulary,
                  strings: dict[str, StringColumn]) -> None:
         self.ids = ids  # append-only list; rows past a view's length are invisible to it
         self.index = {iid: i for i, iid in enumerate(ids)}
         if len(self.index) != len(ids):
             raise ValueError("duplicate item ids in the catalogue")
+        self.type_names = type_names
         self.type_codes = Growable(type_codes)
-        self.types = Growable(_TYPE_NAMES[np.asarray(type_codes, np.int64)])
+        self.types = Growable(self._names()[np.asarray(type_codes, np.int64)])
         self.category = Growable(category)
         self.categories = categories
         self.tag_codes, self.tag_ends = Growable(tag_codes), Growable(tag_ends)
@@ -143,7 +145,7 @@ class ItemCatalog:
     # ------------------------------------------------------------------ building
     @classmethod
     def of(cls, items: Sequence[Item]) -> "ItemCatalog":
-        cat = cls([], np.zeros(0, np.int8), np.zeros(0, np.int32), Vocabulary(), np.zeros(0, np.int32),
+        cat = cls([], np.zeros(0, np.int8), Vocabulary(), np.zeros(0, np.int32), Vocabulary(), np.zeros(0, np.int32),
                   np.zeros(0, np.int64), Vocabulary(),
                   {f: StringColumn.of([], nullable=f in MEDIA_FIELDS) for f in (*TEXT_FIELDS, *MEDIA_FIELDS)})
         cat.append(items)
@@ -152,9 +154,16 @@ class ItemCatalog:
     def append(self, items: Sequence[Item]) -> None:
         """Add rows for ``items`` (ids must be new: callers check first)."""
         n_old = len(self.ids)
-        codes = np.fromiter((ITEM_TYPES.index(it.type) for it in items), np.int8, len(items))
+        new = [t for t in dict.fromkeys(it.type for it in items) if t not in self.type_names.codes]
+        if len(self.type_names.names) + len(new) > MAX_ITEM_TYPES:
+            raise InputError(f"a catalogue holds at most {MAX_ITEM_TYPES} item types; it has "
+                             f"{len(self.type_names.names)} and these items add {len(new)} ({new[:5]})")
+        codes = np.fromiter((self.type_names.code(it.type) for it in items), np.int8, len(items))
+        names = self._names()
+        if names.dtype.itemsize > self.types.dtype.itemsize:  # a longer label: widen the column (once per such label)
+            self.types = Growable(names[self.type_codes.view().astype(np.int64)])
         self.type_codes.append(codes)
-        self.types.append(_TYPE_NAMES[codes.astype(np.int64)])
+        self.types.append(names[codes.astype(np.int64)])
         self.category.append(np.fromiter((-1 if it.category is None else self.categories.code(it.category)
                                           for it in items), np.int32, len(items)))
         tag_lists = [[self.tags.code(t) for t in it.tags] for it in items]
@@ -173,7 +182,7 @@ class ItemCatalog:
         starts = np.concatenate([[0], ends[:-1]])
         tag_codes, tag_ends = _gather_ranges(self.tag_codes.view(), starts[keep], ends[keep])
         return ItemCatalog([i for i, k in zip(self.ids, keep.tolist()) if k], self.type_codes.view()[keep],
-                           self.category.view()[keep], self.categories, tag_codes, tag_ends, self.tags,
+                           self.type_names, self.category.view()[keep], self.categories, tag_codes, tag_ends, self.tags,
                            {f: col.kept(keep) for f, col in self.strings.items()})
 
     # ------------------------------------------------------------------ reading
@@ -196,14 +205,14 @@ class ItemCatalog:
     def keys(self, row: int) -> "ItemKeys":
         """What LightFM features are made of (id, type, tags, category), without building an ``Item``."""
         cat = int(self.category.view()[row])
-        return ItemKeys(self.ids[row], ITEM_TYPES[int(self.type_codes.view()[row])], self.tag_names(row),
+        return ItemKeys(self.ids[row], self.type_names.names[int(self.type_codes.view()[row])], self.tag_names(row),
                         None if cat < 0 else self.categories.names[cat])
 
     def item(self, row: int) -> Item:
         """The ``Item`` of ``row``, built now (validated when it entered the catalogue)."""
         cat = int(self.category.view()[row])
         s = self.strings
-        return Item.model_construct(item_id=self.ids[row], type=ITEM_TYPES[int(self.type_codes.view()[row])],
+        return Item.model_construct(item_id=self.ids[row], type=self.type_names.names[int(self.type_codes.view()[row])],
                                     title=s["title"].get(row), description=s["description"].get(row),
                                     tags=self.tag_names(row), category=None if cat < 0 else self.categories.names[cat],
                                     **{f: s[f].get(row) for f in MEDIA_FIELDS})
@@ -228,12 +237,19 @@ class ItemCatalog:
         return out
 
     def vocabularies(self) -> dict[str, list[str]]:
-        return {"categories": self.categories.names, "tags": self.tags.names}
+        return {"types": self.type_names.names, "categories": self.categories.names, "tags": self.tags.names}
+
+    def _names(self) -> np.ndarray:
+        """The type labels by code, as a string array (indexed by a code column)."""
+        return np.array(self.type_names.names or [""])
 
     @classmethod
     def from_arrays(cls, arrays, vocabularies: dict[str, list[str]]) -> "ItemCatalog":
-        return cls(StringColumn.from_arrays(arrays, "item_id").all(), arrays["item_type"], arrays["item_category"],
-                   Vocabulary(vocabularies["categories"]), arrays["item_tag_codes"], arrays["item_tag_ends"],
+        # Artifacts saved before type labels were the catalogue's own coded the demo's three types.
+        types = Vocabulary(vocabularies.get("types", DEMO_ITEM_TYPES))
+        return cls(StringColumn.from_arrays(arrays, "item_id").all(), arrays["item_type"], types,
+                   arrays["item_category"], Vocabulary(vocabularies["categories"]), arrays["item_tag_codes"],
+                   arrays["item_tag_ends"],
                    Vocabulary(vocabularies["tags"]),
                    {f: StringColumn.from_arrays(arrays, f"item_{f}") for f in (*TEXT_FIELDS, *MEDIA_FIELDS)})
 
@@ -248,6 +264,7 @@ class CatalogView:
         self.index = RowIndex(catalog, n)
         self.types = catalog.types.view()  # exactly n rows: views are taken at publication
         self.type_codes = catalog.type_codes.view()
+        self.type_names = tuple(catalog.type_names.names)  # code -> label; codes are never renumbered
 
     def __len__(self) -> int:
         return self.n

@@ -76,6 +76,11 @@ class Snapshot:
     user_trained: np.ndarray
     items: object = None  # fusion.item_catalog.CatalogView: the metadata of rows 0..N-1 (Items on demand)
 
+    @property
+    def type_names(self) -> tuple[str, ...]:
+        """The item type labels this model knows (the catalogue's own), in code order."""
+        return self.items.type_names if self.items is not None else tuple(dict.fromkeys(self.item_types.tolist()))
+
     def item_representations(self) -> tuple[np.ndarray, np.ndarray]:
         """(biases (N,), embeddings (N, k)), as LightFM's ``get_item_representations``."""
         return self.item_bias, self.item_repr

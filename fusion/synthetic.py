@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixrec.catalog import ITEM_TYPES, Interaction, Item
+from mixrec.catalog import DEMO_ITEM_TYPES, Interaction, Item
 from mixrec.embeddings import ItemEmbeddings
 
 CATEGORIES = ("jazz", "rock", "kitchen", "running", "cooking", "travel")
-TYPES = ITEM_TYPES
+TYPES = DEMO_ITEM_TYPES
 
 
 @dataclass

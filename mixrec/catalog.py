@@ -13,13 +13,18 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal, get_args
+from typing import Annotated, Iterable
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-# The one definition of item types (config, API schemas, ranking and demo data read it from here).
-ItemType = Literal["product", "video", "audio"]
-ITEM_TYPES: tuple[str, ...] = get_args(ItemType)
+# Item types are labels the catalogue chooses ("book", "podcast", ...): a model knows the types of
+# the items it holds (fusion/item_catalog.py keeps them as a vocabulary of codes) and requests are
+# checked against those, not against a fixed list. The pattern keeps labels fit for metric labels,
+# feature names and the database column (String(16)).
+ITEM_TYPE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,15}$"
+ItemType = Annotated[str, StringConstraints(pattern=ITEM_TYPE_PATTERN)]
+DEMO_ITEM_TYPES: tuple[str, ...] = ("product", "video", "audio")  # the demo catalogue's (and pre-label artifacts')
+MAX_ITEM_TYPES = 100  # type codes are int8
 
 
 class Item(BaseModel):

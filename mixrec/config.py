@@ -18,7 +18,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mixrec.catalog import ITEM_TYPES  # noqa: F401 - the one definition (catalog.ItemType), re-exported
 
 ENV_PREFIX = "MIXREC__"
 ENV_CONFIG_FILE = "MIXREC_CONFIG"

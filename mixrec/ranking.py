@@ -6,7 +6,8 @@ Pure numpy. The Recommender scores every candidate (exactly or through
 
 Mix (``parse_mix``):
   * ``None`` / ``"score"``   — plain ranking by score across all types.
-  * ``"interleave"``         — round-robin over the types in play (the filter's types, else all),
+  * ``"interleave"``         — round-robin over the types in play (the filter's types, else all
+                               the table's known types: the catalogue's own labels),
                                the type with the best top item first; a type that runs out
                                drops out of the rotation.
   * ``{"product": 5, "video": 3, "audio": 2}`` — exact per-type counts (ints; must add up to k).
@@ -34,7 +35,6 @@ from typing import Literal
 
 import numpy as np
 
-from mixrec.config import ITEM_TYPES
 from mixrec.errors import InputError, shown, shown_list
 
 MixMode = Literal["score", "interleave", "quota"]
@@ -57,16 +57,21 @@ class Ranking:
 
 
 class ItemTable:
-    """Per-row item metadata aligned with the score vector: ids, types and tags."""
+    """Per-row item metadata aligned with the score vector: ids, types and tags.
 
-    def __init__(self, ids: Sequence[str], types: Sequence[str], tags: Sequence[Iterable[str]] | None = None):
+    ``known``: every type label the catalogue has (what filters and mixes are checked against; a
+    table of candidates may lack some of them); default: the types of its rows."""
+
+    def __init__(self, ids: Sequence[str], types: Sequence[str], tags: Sequence[Iterable[str]] | None = None,
+                 known: Sequence[str] | None = None):
         if len(ids) != len(types) or (tags is not None and len(tags) != len(ids)):
             raise ValueError("ids, types and tags must have one entry per item")
         self.ids = np.asarray(list(ids), dtype=object)
         self.types = np.asarray(list(types), dtype=object)
-        unknown = set(self.types.tolist()) - set(ITEM_TYPES)
+        self.known = tuple(dict.fromkeys(self.types.tolist())) if known is None else tuple(known)
+        unknown = set(self.types.tolist()) - set(self.known)
         if unknown:
-            raise ValueError(f"unknown item types {sorted(unknown)}; known types: {list(ITEM_TYPES)}")
+            raise ValueError(f"unknown item types {sorted(unknown)}; known types: {list(self.known)}")
         self._row = {iid: i for i, iid in enumerate(self.ids.tolist())}
         if len(self._row) != len(self.ids):
             raise ValueError("item ids must be unique")
@@ -92,7 +97,7 @@ class ItemTable:
         """Rows that pass the filters: any of ``types``, any of ``tags``, none of ``exclude_ids``."""
         keep = np.ones(len(self), dtype=bool)
         if types:
-            _check_types(types, "types filter")
+            check_types(types, "types filter", self.known)
             keep &= np.isin(self.types, list(types))
         if tags:
             has_tag = np.zeros(len(self), dtype=bool)
@@ -107,10 +112,12 @@ class ItemTable:
         return keep
 
 
-def _check_types(types: Iterable[str], what: str) -> None:
-    unknown = [t for t in types if t not in ITEM_TYPES]
+def check_types(types: Iterable[str], what: str, known: Sequence[str]) -> None:
+    """InputError naming the labels of ``types`` that are not among the catalogue's ``known`` ones."""
+    unknown = [t for t in types if t not in known]
     if unknown:
-        raise InputError(f"{what}: unknown item type(s) {shown_list(unknown)}; known types: {list(ITEM_TYPES)}")
+        raise InputError(f"{what}: unknown item type(s) {shown_list(unknown)}; this catalogue's types: "
+                         f"{shown_list(list(known))}")
 
 
 def _largest_remainder(props: dict[str, float], k: int) -> dict[str, int]:
@@ -123,23 +130,27 @@ def _largest_remainder(props: dict[str, float], k: int) -> dict[str, int]:
     return counts
 
 
-def parse_mix(mix: str | Mapping[str, float] | None, k: int, types: Sequence[str] | None = None) -> MixSpec:
-    """Validate a mix for a request of ``k`` items; ValueError messages name what is wrong."""
+def parse_mix(mix: str | Mapping[str, float] | None, k: int, types: Sequence[str] | None = None, *,
+              known: Sequence[str]) -> MixSpec:
+    """Validate a mix for a request of ``k`` items over a catalogue whose type labels are ``known``;
+    ValueError messages name what is wrong."""
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise InputError(f"k must be a positive integer, got {shown(k)}")
     if types:
-        _check_types(types, "types filter")
-    in_play = tuple(dict.fromkeys(types)) if types else ITEM_TYPES
+        check_types(types, "types filter", known)
+    in_play = tuple(dict.fromkeys(types)) if types else tuple(known)
     if mix is None or mix == "score":
         return MixSpec("score", in_play)
     if mix == "interleave":
         return MixSpec("interleave", in_play)
     if isinstance(mix, str):
+        a, b = (list(known) + ["product", "video"])[:2] if len(known) != 1 else (known[0], known[0])
+        counts = {a: k} if a == b else {a: k - k // 2, b: k // 2}
         raise InputError(f"unknown mix {shown(mix)}: use 'score', 'interleave', per-type counts such as "
-                         f"{{'product': 5, 'video': 3}} or proportions such as {{'product': 0.5, 'audio': 0.5}}")
+                         f"{counts} or proportions such as {({a: 1.0} if a == b else {a: 0.5, b: 0.5})}")
     if not isinstance(mix, Mapping) or not mix:
         raise InputError("mix must be 'score', 'interleave' or a non-empty mapping of item type to count/proportion")
-    _check_types(mix, "mix")
+    check_types(mix, "mix", known)
     outside = [t for t in mix if t not in in_play]
     if outside:
         raise InputError(f"mix names type(s) {outside} that the types filter {list(in_play)} excludes")
@@ -186,7 +197,7 @@ def rank(scores: np.ndarray, table: ItemTable, k: int, *, types: Sequence[str] |
         raise ValueError("diversity > 0 needs one vector per item")
     if shortfall not in ("fill", "drop"):
         raise ValueError(f"shortfall must be 'fill' or 'drop', got {shortfall!r}")
-    spec = parse_mix(mix, k, types)
+    spec = parse_mix(mix, k, types, known=table.known)
 
     keep = table.mask(types, tags, exclude_ids) & np.isfinite(scores)
     if allowed is not None:

@@ -38,7 +38,6 @@ from fusion.scoring import ann_vectors
 from mixrec.ann import CandidateIndex, SearchCounters
 from mixrec.ann_recall import RecallSampler
 from mixrec.ann_store import AnnStore, ids_digest
-from mixrec.config import ITEM_TYPES
 from mixrec.ranking import top_k
 
 log = logging.getLogger("mixrec.candidates")
@@ -56,29 +55,31 @@ class SnapshotMeta:
 
     ids: Sequence[str]  # the snapshot's item_ids
     items: Sequence  # mixrec.catalog.Item per row, built on demand (a CatalogView)
-    type_codes: np.ndarray  # (N,) int8 index into ITEM_TYPES
-    rows_by_type: tuple[np.ndarray, ...]  # per ITEM_TYPES entry: its rows, ascending
+    type_codes: np.ndarray  # (N,) int8 index into type_names
+    rows_by_type: tuple[np.ndarray, ...]  # per type_names entry: its rows, ascending
     tag_rows: dict[str, np.ndarray]
+    type_names: tuple[str, ...]  # the catalogue's type labels, in code order
 
     @classmethod
     def build(cls, snap, previous: "SnapshotMeta | None" = None) -> "SnapshotMeta":
         """``snap``'s metadata; O(rows appended) when ``previous`` is the metadata of a prefix of its rows."""
         view = snap.items
         n = len(view)
-        codes = view.type_codes
+        codes, type_names = view.type_codes, view.type_names
         tag_codes, tag_ends, names = view.tag_csr()
         if previous is not None and len(previous.ids) <= n and view.ids[:len(previous.ids)] == previous.ids:
             n0 = len(previous.ids)
+            old_rows = previous.rows_by_type + (np.zeros(0, np.int64),) * (len(type_names) - len(previous.rows_by_type))
             by_type = tuple(np.concatenate([old, n0 + np.flatnonzero(codes[n0:] == c)])
-                            for c, old in enumerate(previous.rows_by_type))
+                            for c, old in enumerate(old_rows))
             tag_rows = dict(previous.tag_rows)
             lo = int(tag_ends[n0 - 1]) if n0 else 0
             for name, rows in _rows_per_tag(tag_codes[lo:], tag_ends[n0:] - lo, names, n0).items():
                 old = tag_rows.get(name)
                 tag_rows[name] = rows if old is None else np.concatenate([old, rows])
-            return cls(view.ids, view, codes, by_type, tag_rows)
-        return cls(view.ids, view, codes, tuple(np.flatnonzero(codes == c) for c in range(len(ITEM_TYPES))),
-                   _rows_per_tag(tag_codes, tag_ends, names, 0))
+            return cls(view.ids, view, codes, by_type, tag_rows, type_names)
+        return cls(view.ids, view, codes, tuple(np.flatnonzero(codes == c) for c in range(len(type_names))),
+                   _rows_per_tag(tag_codes, tag_ends, names, 0), type_names)
 
     def tag_mask(self, tags) -> np.ndarray:
         mask = np.zeros(len(self.ids), bool)
@@ -124,7 +125,7 @@ def exact_candidates(scores: np.ndarray, meta: SnapshotMeta, allowed: np.ndarray
 class _Built:
     snap: object  # the snapshot the vectors came from
     ids: tuple[str, ...]
-    indexes: tuple[CandidateIndex, ...]  # per ITEM_TYPES entry; ids are rows of ``ids``
+    indexes: tuple[CandidateIndex, ...]  # per type code; ids are rows of ``ids``
     seconds: float  # building or loading them
     source: str  # "built" or the directory they were loaded from
 
@@ -154,8 +155,11 @@ class AnnView:
 
 
 # ---------------------------------------------------------------------- building, persisting
-def type_codes_of(snap) -> np.ndarray:
-    return np.fromiter((ITEM_TYPES.index(t) for t in snap.item_types), np.int8, len(snap.item_ids))
+def type_codes_of(snap) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(type code per row, the labels by code) of ``snap``."""
+    names = snap.type_names
+    code = {t: c for c, t in enumerate(names)}
+    return np.fromiter((code[t] for t in snap.item_types), np.int8, len(snap.item_ids)), names
 
 
 def new_index(dim: int, counters: SearchCounters | None = None) -> CandidateIndex:
@@ -176,8 +180,8 @@ def build_indexes(vectors: np.ndarray, rows: list[np.ndarray],
 
 
 def _inputs(snap) -> tuple[np.ndarray, list[np.ndarray], str]:
-    vectors, codes = ann_vectors(snap), type_codes_of(snap)
-    return vectors, [np.flatnonzero(codes == c) for c in range(len(ITEM_TYPES))], ids_digest(snap.item_ids, codes)
+    vectors, (codes, names) = ann_vectors(snap), type_codes_of(snap)
+    return vectors, [np.flatnonzero(codes == c) for c in range(len(names))], ids_digest(snap.item_ids, codes)
 
 
 def _params() -> dict:
@@ -334,6 +338,8 @@ class AnnCandidates:
         out = []
         fetch = pool * OVERFETCH
         for c in type_codes:
+            if c >= len(view.built.indexes):  # a type first seen after the build: its rows are all fresh
+                continue
             idx = view.built.indexes[c]
             if len(idx) == 0:
                 continue

@@ -27,6 +27,7 @@ from mixrec.catalog import Interaction, Item
 from mixrec.config import MixrecConfig
 from mixrec.errors import InputError, NotFoundError, ServerError, shown, shown_list
 from mixrec.events import negative_events
+from mixrec.ranking import check_types
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.candidates import AnnCandidates, single_threaded_blas
@@ -174,7 +175,7 @@ class RecommenderEngine:
     def similar_items(self, item_id: str, k: int, types: list[str] | None = None) -> dict:
         self._check_k(k)
         if types:
-            self.pipeline.item_table().mask(types=types)  # validates the type names
+            check_types(types, "types filter", self.model.snapshot.type_names)
         try:
             recs = self.model.similar_items(item_id, k=k, types=types)
         except UnknownItemError:
@@ -253,7 +254,7 @@ class RecommenderEngine:
         snap = self.model.snapshot
         return {
             "catalog": self.store.stats(),
-            "model": {"items": len(snap.item_ids), "users": len(snap.user_ids),
+            "model": {"items": len(snap.item_ids), "users": len(snap.user_ids), "item_types": list(snap.type_names),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "adjusted_config": self.model.space.adjustments(),
                       "pending_events": self.pending_events, "updates_done": self.updates_done,

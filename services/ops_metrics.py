@@ -22,7 +22,6 @@ import threading
 import time
 from contextlib import contextmanager
 
-from mixrec.catalog import ITEM_TYPES
 from mixrec.config import MODALITIES
 from services.replica import ReplicaObserver
 
@@ -100,8 +99,6 @@ def _create() -> dict:
 
 def _init_series(m: dict) -> None:
     """Every labelled series exists from the start (at 0), so dashboards and alerts see them at once."""
-    for t in ITEM_TYPES:
-        m["items"].labels(type=t)
     for s in ("model", "database"):
         m["users"].labels(source=s)
     for r in ("ok", "failed"):
@@ -122,6 +119,8 @@ def bind(engine) -> None:
     global _engine, _model_published_at
     m = metrics()
     _init_series(m)
+    for t in engine.model.snapshot.type_names:  # the catalogue's own labels (at most MAX_ITEM_TYPES)
+        m["items"].labels(type=t)
     _engine, _model_published_at = engine, time.time()
     engine.replica.observer = OpsObserver()
 
@@ -171,9 +170,11 @@ def refresh() -> None:
     m = metrics()
     replica = engine.replica
     stats = replica.store.stats()
-    for t in ITEM_TYPES:
-        m["items"].labels(type=t).set(stats["items_by_type"].get(t, 0))
     snap = replica.model.snapshot
+    # Labels the model knows (codes are never dropped, so a type whose items are all gone reads 0)
+    # and any the database holds.
+    for t in dict.fromkeys([*snap.type_names, *stats["items_by_type"]]):
+        m["items"].labels(type=t).set(stats["items_by_type"].get(t, 0))
     m["users"].labels(source="model").set(len(snap.user_ids))
     m["users"].labels(source="database").set(stats["users"])
     m["events_stored"].set(stats["interactions"])

@@ -19,7 +19,6 @@ import numpy as np
 
 from fusion.scoring import FoldIn, ScoredQuery, ann_query, popularity_scores, user_scores
 from fusion.snapshot import Snapshot
-from mixrec.config import ITEM_TYPES
 from mixrec.errors import InputError, shown
 from mixrec.ranking import ItemTable, parse_mix, rank
 from services.candidates import AnnCandidates, SnapshotMeta, exact_candidates
@@ -42,15 +41,14 @@ class RankingPipeline:
         self.model_of = model_of
         self.ann = ann
         self._snap_meta: SnapshotMeta | None = None
-        self._table: tuple[SnapshotMeta, ItemTable] | None = None
 
     # ================================================================ requests
     def for_user(self, fold: FoldIn, opts: Options, stored_exclusions: Iterable[str] = (),
                  exclude_seen: bool = True) -> list[dict]:
         """Top-k for a folded-in user (``HybridModel.fold_in``): exact or ANN candidates, then ``rank``."""
         snap = fold.snapshot
-        types, pool = self.plan(opts)
         meta = self.meta(snap)
+        types, pool = self.plan(opts, meta)
         exclude = self.exclude_rows(snap, fold.user_row if exclude_seen else None,
                                     list(opts.exclude_item_ids) + list(stored_exclusions))
         allowed = self.allowed(meta, opts, exclude)
@@ -67,8 +65,8 @@ class RankingPipeline:
 
     def popular(self, snap: Snapshot, opts: Options, stored_exclusions: Iterable[str] = ()) -> list[dict]:
         """Most-interacted items, for a user nobody knows anything about (``cold: true``)."""
-        types, pool = self.plan(opts)
         meta = self.meta(snap)
+        types, pool = self.plan(opts, meta)
         allowed = self.allowed(meta, opts, self.exclude_rows(snap, None, list(opts.exclude_item_ids) +
                                                              list(stored_exclusions)))
         scores = popularity_scores(snap)
@@ -80,8 +78,8 @@ class RankingPipeline:
     def for_query(self, scored: ScoredQuery, opts: Options) -> list[dict]:
         """Top-k for a scored query (``HybridModel.score_query``); its liked items are never returned."""
         snap, scores = scored.snapshot, scored.scores
-        types, pool = self.plan(opts)
         meta = self.meta(snap)
+        types, pool = self.plan(opts, meta)
         liked = [snap.item_ids[j] for j in scored.liked]
         allowed = self.allowed(meta, opts, self.exclude_rows(snap, None, liked + list(opts.exclude_item_ids)))
         cand = exact_candidates(scores, meta, allowed, types, pool)
@@ -90,13 +88,14 @@ class RankingPipeline:
         return self.respond(meta, rows, sc, expl)
 
     # ================================================================ steps
-    def plan(self, opts: Options) -> tuple[list[int], int]:
-        """(type codes in play, candidates each needs); validates types and mix."""
-        spec = parse_mix(opts.mix, opts.k, opts.types)
+    @staticmethod
+    def plan(opts: Options, meta: SnapshotMeta) -> tuple[list[int], int]:
+        """(type codes in play, candidates each needs); validates types and mix against the catalogue's types."""
+        spec = parse_mix(opts.mix, opts.k, opts.types, known=meta.type_names)
         if not 0.0 <= opts.diversity <= 1.0:
             raise InputError(f"diversity must be in [0, 1], got {shown(opts.diversity)}")
         pool = opts.k if opts.diversity == 0 else max(opts.k * POOL_FACTOR, 50)
-        return [ITEM_TYPES.index(t) for t in spec.types], pool
+        return [meta.type_names.index(t) for t in spec.types], pool
 
     def meta(self, snap: Snapshot) -> SnapshotMeta:
         """Row-aligned item metadata for ``snap``; rebuilt only when its item ids change (extended when rows were appended)."""
@@ -104,15 +103,6 @@ class RankingPipeline:
         if meta is None or not (meta.ids is snap.item_ids or meta.ids == snap.item_ids):
             meta = self._snap_meta = SnapshotMeta.build(snap, previous=meta)
         return meta
-
-    def item_table(self) -> ItemTable:
-        meta = self.meta(self.model_of().snapshot)
-        cached = self._table
-        if cached is None or cached[0] is not meta:
-            view = meta.items  # item columns: no Item per row
-            self._table = cached = (meta, ItemTable(meta.ids, view.types.tolist(),
-                                                    [view.catalog.tag_names(r) for r in range(len(view))]))
-        return cached[1]
 
     @staticmethod
     def allowed(meta: SnapshotMeta, opts: Options, exclude_rows: np.ndarray) -> np.ndarray:
@@ -134,7 +124,8 @@ class RankingPipeline:
         """``rank`` over candidate rows (filters already applied); returns catalog rows and scores."""
         cand, first = np.unique(cand, return_index=True)
         scores = scores[first]
-        table = ItemTable([meta.ids[r] for r in cand], [ITEM_TYPES[c] for c in meta.type_codes[cand]])
+        table = ItemTable([meta.ids[r] for r in cand], [meta.type_names[c] for c in meta.type_codes[cand]],
+                          known=meta.type_names)
         vectors = _diversity_vectors(snap, cand) if opts.diversity > 0 else None
         r = rank(scores, table, opts.k, types=opts.types, mix=opts.mix, diversity=opts.diversity, vectors=vectors)
         return cand[r.indices], r.scores

@@ -3,7 +3,8 @@
 Each endpoint takes one request model below as its input spec (the JSON body or form is its
 fields, as before) and returns one response model. ``RankingOptions`` is the one definition of
 the ranking options: both recommend endpoints inherit it and the engine ranks with it as is
-(``services.engine.Options`` is this class). Item types come from ``mixrec.catalog.ItemType``.
+(``services.engine.Options`` is this class). Item types come from ``mixrec.catalog.ItemType``
+(labels the catalogue chooses; requests are checked against the model's own).
 Errors are not modelled here: every error answer is ``ErrorResponse`` (mixrec/errors.py writes it).
 
 Response models allow fields beyond the ones declared (``extra="allow"``), so the engine can add
@@ -115,7 +116,6 @@ class AddItemsRequest(_In):
 class AddItemRequest(_ItemFields):
     """One item with media as multipart files (curl -F image=@photo.jpg); at most one file of each kind."""
 
-    type: ItemType = "product"
     image: list[Path] = Field(default_factory=list)
     audio: list[Path] = Field(default_factory=list)
     video: list[Path] = Field(default_factory=list)

@@ -25,7 +25,7 @@ def fake_snapshot(seed: int = 0, n: int = N, **changes) -> SimpleNamespace:
     """What AnnCandidates reads of a Snapshot: ids, types, LightFM item vectors and biases."""
     rng = np.random.default_rng(seed)
     ids = tuple(f"i{i}" for i in range(n))
-    snap = SimpleNamespace(item_ids=ids, item_types=tuple(TYPES[i % 3] for i in range(n)),
+    snap = SimpleNamespace(item_ids=ids, item_types=tuple(TYPES[i % 3] for i in range(n)), type_names=TYPES,
                            item_repr=rng.normal(size=(n, DIM)).astype(np.float32),
                            item_bias=rng.normal(size=n).astype(np.float32))
     for k, v in changes.items():

@@ -109,6 +109,28 @@ def test_added_item_is_recommended_before_and_after_the_index_rebuild(engines, c
     assert _ids(ann.recommend(user, opts)) == ["fresh-ann-1"]
 
 
+def test_an_item_of_a_type_new_to_the_model_is_served_before_and_after_the_index_rebuild(engines, catalog):
+    """Type labels are the catalogue's own: an added item may bring one the model never saw. The
+    ANN indexes built before have no index for it (its rows are scored exactly until the rebuild),
+    the types filter and the mix accept it at once, and other labels are refused by name."""
+    from mixrec.errors import InputError
+
+    user = sorted(catalog.user_tastes)[3]
+    vec = catalog.embeddings.vectors["text"][1]
+    for eng in engines:
+        eng.add_items([Item(item_id="pod-1", type="podcast", title="a new kind of item")], {"pod-1": {"text": vec}})
+        assert "podcast" in eng.info()["model"]["item_types"]
+        assert _ids(eng.recommend(user, Options(k=3, types=["podcast"], explain=False))) == ["pod-1"]
+        mixed = eng.recommend(user, Options(k=4, mix={"podcast": 1, "video": 3}, explain=False))["items"]
+        assert sorted(r["type"] for r in mixed) == ["podcast", "video", "video", "video"]
+        with pytest.raises(InputError, match=r"unknown item type.*'gadget'.*'podcast'"):
+            eng.recommend(user, Options(k=3, types=["gadget"]))
+    ann = engines[0]
+    ann.ann.refresh(ann.model.snapshot, wait=True)
+    assert len(ann.ann._built.indexes) == len(ann.model.snapshot.type_names)  # one index per label now
+    assert _ids(ann.recommend(user, Options(k=3, types=["podcast"], explain=False))) == ["pod-1"]
+
+
 def test_removed_item_never_comes_back_from_a_stale_index(engines, catalog):
     ann, _ = engines
     user = sorted(catalog.user_tastes)[2]

@@ -66,6 +66,38 @@ def test_a_view_never_sees_later_appends():
         view.ids[1]
 
 
+def test_type_labels_are_a_vocabulary_the_catalogue_grows():
+    """Any label: codes in first-seen order, a longer label widens the type column without changing
+    what earlier views see, the vocabulary survives save/load and a kept catalogue, and artifacts
+    saved before labels were the catalogue's own read as the demo's three types."""
+    cat = ItemCatalog.of([Item(item_id="a", type="book", title="a"), Item(item_id="b", type="zine", title="b")])
+    before = cat.view()
+    cat.append([Item(item_id="c", type="audiobook-long", title="c"), Item(item_id="d", type="book", title="d")])
+    after = cat.view()
+    assert after.type_names == ("book", "zine", "audiobook-long") and before.type_names == ("book", "zine")
+    assert list(after.types) == ["book", "zine", "audiobook-long", "book"] and list(before.types) == ["book", "zine"]
+    assert after.type_codes.tolist() == [0, 1, 2, 0] and cat.item(2).type == "audiobook-long"
+    back = ItemCatalog.from_arrays(cat.arrays(), cat.vocabularies())
+    assert [fields(it) for it in back] == [fields(it) for it in cat]
+    assert cat.kept(np.array([True, False, True, False])).view().type_names == after.type_names
+    legacy = {k: v for k, v in ItemCatalog.of(ODD).vocabularies().items() if k != "types"}
+    arrays = dict(ItemCatalog.of(ODD).arrays(), item_type=np.array([0, 2, 1], np.int8))  # then: product, video, audio
+    old = ItemCatalog.from_arrays(arrays, legacy)
+    assert [it.type for it in old] == ["product", "audio", "video"]
+
+
+def test_too_many_type_labels_is_an_input_error_and_changes_nothing():
+    from mixrec.catalog import MAX_ITEM_TYPES
+    from mixrec.errors import InputError
+
+    cat = ItemCatalog.of([Item(item_id=f"i{t}", type=f"t{t}", title="x") for t in range(MAX_ITEM_TYPES - 1)])
+    with pytest.raises(InputError, match=f"at most {MAX_ITEM_TYPES} item types"):
+        cat.append([Item(item_id="x", type="new-a", title="x"), Item(item_id="y", type="new-b", title="y")])
+    assert len(cat) == MAX_ITEM_TYPES - 1 and len(cat.type_names.names) == MAX_ITEM_TYPES - 1
+    cat.append([Item(item_id="x", type="new-a", title="x")])
+    assert cat.view().type_names[-1] == "new-a"
+
+
 def test_adding_items_extends_the_snapshot_without_copying_it(model, catalog):
     items, emb = new_items(catalog, "jazz", 3, seed=1, prefix="one")
     model.add_items(items, emb)  # first append: the loaded arrays move into growable buffers
@@ -146,10 +178,12 @@ def test_snapshot_meta_extends_like_a_full_build(model, catalog):
     first = SnapshotMeta.build(model.snapshot)
     items, emb = new_items(catalog, "jazz", 3, seed=3, prefix="m")
     items[0] = items[0].model_copy(update={"tags": ["jazz", "brand-new-tag"], "type": "audio"})
+    items[1] = items[1].model_copy(update={"type": "podcast"})  # a label the snapshot's meta has no rows list for
     model.add_items(items, emb)
     grown = SnapshotMeta.build(model.snapshot, previous=first)
     full = SnapshotMeta.build(model.snapshot)
-    assert grown.ids == full.ids
+    assert grown.ids == full.ids and grown.type_names == full.type_names == (*first.type_names, "podcast")
+    assert len(grown.rows_by_type) == len(full.rows_by_type) == len(first.rows_by_type) + 1
     for a, b in zip(grown.rows_by_type, full.rows_by_type):
         np.testing.assert_array_equal(a, b)
     assert grown.tag_rows.keys() == full.tag_rows.keys()

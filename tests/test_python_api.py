@@ -16,6 +16,7 @@ from fusion.features import FeatureWeights
 
 from fusion.snapshot import UnknownUserError
 from mixrec.config import ConfigError, config_from_dict
+from mixrec.errors import InputError
 from tools import api as mixrec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,7 @@ def test_rows_become_items_with_string_ids(catalog):
 
 @pytest.mark.parametrize("row, message", [
     ({"item_id": "a", "type": "product"}, r"items row 1 \('a'\): field 'title': Field required"),
-    ({"item_id": "a", "type": "toaster", "title": "T"}, r"items row 1 \('a'\): field 'type'"),
+    ({"item_id": "a", "type": "kitchen toaster", "title": "T"}, r"items row 1 \('a'\): field 'type': String should match"),
     ({"type": "product", "title": "T"}, r"items row 1: field 'item_id' is missing"),
     ({"item_id": 0, "type": "product", "title": "T"}, r"items row 1: duplicate item_id '0' \(first in row 0\)"),
     ({"item_id": 1.5, "type": "product", "title": "T"}, r"items row 1 field 'item_id': ids must be strings or integers"),
@@ -376,3 +377,28 @@ def test_the_built_bento_serves_a_model_trained_through_the_api(tiny_demo, tmp_p
                            timeout=60)
             assert r.status_code == 200, r.text
             assert [i["item_id"] for i in r.json()["items"]] == [p.item_id for p in want[u].items]
+
+
+# ------------------------------------------------------------------ the catalogue's own type labels
+def test_item_types_are_the_users_own_labels(tmp_path, cfg):
+    """A books / podcasts / articles catalogue fits, filters by its own labels, names them when a
+    request uses another, and keeps them through save and load (the labels were a fixed
+    product / video / audio list: "book" was refused as a row error)."""
+    labels = ("book", "podcast", "long-read")
+    rows = [dict(r, type=labels[int(r["item_id"]) % 3]) for r in item_rows()]
+    catalog = mixrec.items(rows)
+    assert {it.type for it in catalog.items} == set(labels)
+    emb = mixrec.encode_items(catalog, cfg, cache_dir=None, progress=False)
+    model = mixrec.fit(catalog, emb, event_rows(), cfg, calibrate="off", **SMALL)
+    assert set(model.hybrid.snapshot.type_names) == set(labels)
+    podcasts = model.top_k(["u1", "stranger"], k=4, types=["podcast"])
+    assert all(p.type == "podcast" for u in podcasts.values() for p in u.items) and podcasts["u1"].items
+    with pytest.raises(InputError, match=r"unknown item type.*'video'.*'book'"):
+        model.top_k(["u1"], types=["video"])
+    model.save(tmp_path / "books")
+    back = mixrec.MixrecModel.load(tmp_path / "books")
+    assert back.hybrid.snapshot.type_names == model.hybrid.snapshot.type_names
+    reads = [m.top_k(["u2"], k=5, types=["long-read"])["u2"].items for m in (model, back)]
+    assert [p.item_id for p in reads[0]] == [p.item_id for p in reads[1]] and {p.type for p in reads[0]} == {"long-read"}
+    with pytest.raises(mixrec.DataError, match="type"):
+        mixrec.items([{"item_id": 1, "type": "has space", "title": "x"}])

@@ -10,6 +10,7 @@ import pytest
 from mixrec.ranking import ItemTable, parse_mix, rank
 
 TYPES = ["product"] * 20 + ["video"] * 12 + ["audio"] * 4  # audio is scarce on purpose
+KNOWN = ("product", "video", "audio")
 
 
 @pytest.fixture
@@ -45,8 +46,8 @@ def test_quotas_are_honoured_exactly_and_spread_through_the_list(table, scores):
 
 
 def test_proportions_become_counts_by_largest_remainder(table, scores):
-    assert parse_mix({"product": 0.5, "video": 0.5}, 7).quotas == {"product": 4, "video": 3}
-    assert parse_mix({"product": 0.2, "video": 0.3, "audio": 0.5}, 10).quotas == {"product": 2, "video": 3, "audio": 5}
+    assert parse_mix({"product": 0.5, "video": 0.5}, 7, known=KNOWN).quotas == {"product": 4, "video": 3}
+    assert parse_mix({"product": 0.2, "video": 0.3, "audio": 0.5}, 10, known=KNOWN).quotas == {"product": 2, "video": 3, "audio": 5}
     r = rank(scores, table, 6, mix={"product": 0.5, "video": 0.5})
     assert Counter(types_of(table, r)) == {"product": 3, "video": 3}
 
@@ -111,7 +112,7 @@ def test_non_finite_scores_are_never_returned(table, scores):
 ])
 def test_bad_mix_specs_say_what_is_wrong(mix, k, types, message):
     with pytest.raises(ValueError, match=message):
-        parse_mix(mix, k, types)
+        parse_mix(mix, k, types, known=KNOWN)
 
 
 def mean_pairwise_similarity(vectors: np.ndarray) -> float:
@@ -155,7 +156,7 @@ def test_bad_arguments(table, scores):
     with pytest.raises(ValueError, match="unique"):
         ItemTable(["a", "a"], ["product", "video"])
     with pytest.raises(ValueError, match="unknown item types"):
-        ItemTable(["a"], ["podcast"])
+        ItemTable(["a"], ["podcast"], known=KNOWN)
 
 
 def test_from_items_and_empty_results():
@@ -171,4 +172,19 @@ def test_a_count_too_large_for_a_float_is_an_input_error_not_an_overflow():
     from mixrec.errors import InputError
 
     with pytest.raises(InputError, match="<= k=3"):
-        parse_mix({"product": 10 ** 400}, 3)  # OverflowError (a 500) before
+        parse_mix({"product": 10 ** 400}, 3, known=KNOWN)  # OverflowError (a 500) before
+
+
+def test_type_labels_are_the_catalogues_own_not_a_fixed_list():
+    """A books-and-podcasts catalogue: its labels filter and mix; the demo's labels are unknown to it."""
+    table = ItemTable([f"i{i}" for i in range(6)], ["book", "podcast"] * 3, known=("book", "podcast", "article"))
+    scores = np.arange(6, dtype=float)
+    r = rank(scores, table, 4, mix={"book": 3, "podcast": 1})
+    assert Counter(table.types[i] for i in r.indices) == {"book": 3, "podcast": 1}
+    assert set(table.types[i] for i in rank(scores, table, 3, types=["podcast"]).indices) == {"podcast"}
+    assert parse_mix("interleave", 3, known=table.known).types == ("book", "podcast", "article")
+    assert len(rank(scores, table, 2, types=["article"])) == 0  # a known type with no rows here: none, no error
+    with pytest.raises(ValueError, match=r"unknown item type.*'product'.*this catalogue's types"):
+        rank(scores, table, 3, types=["product"])
+    with pytest.raises(ValueError, match="unknown item type"):
+        parse_mix({"video": 3}, 3, known=table.known)

@@ -32,11 +32,11 @@ from fusion.hybrid import HybridModel
 from fusion.query import Query
 from fusion.scoring import FreshEvent, fold_in, popularity_scores, score_query, users_scores
 from fusion.snapshot import Snapshot, UnknownUserError
-from mixrec.catalog import ITEM_TYPES, Interaction
+from mixrec.catalog import Interaction
 from mixrec.config import HYBRID_MODEL_NAME, MixrecConfig
 from mixrec.embeddings import ItemEmbeddings
 from mixrec.errors import InputError, shown
-from mixrec.ranking import top_k
+from mixrec.ranking import check_types, top_k
 from tools.api.data import Catalog, DataError, interactions as validate_interactions
 from tools.api.settings import resolve_config
 
@@ -191,9 +191,7 @@ class MixrecModel:
         """Bool mask of the rows whose type is not in ``types`` (none barred without ``types``)."""
         if not types:
             return np.zeros(len(snap.item_ids), bool)
-        unknown = sorted(set(types) - set(ITEM_TYPES))
-        if unknown:
-            raise InputError(f"unknown item type(s) {unknown}; known types: {list(ITEM_TYPES)}")
+        check_types(types, "types", snap.type_names)
         return ~np.isin(snap.item_types, list(types))
 
     def _score_block(self, snap: Snapshot, users: list[str], liked: Mapping[str, Sequence[str]],

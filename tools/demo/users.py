@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixrec.catalog import Interaction, Item, User
+from mixrec.catalog import DEMO_ITEM_TYPES, Interaction, Item, User
 
-ITEM_TYPES = ("product", "video", "audio")
+ITEM_TYPES = DEMO_ITEM_TYPES
 # Event kinds per item type: (name, implicit weight, base probability).
 EVENTS: dict[str, tuple[tuple[str, float, float], ...]] = {
     "product": (("view", 1.0, 0.6), ("like", 2.0, 0.25), ("purchase", 3.0, 0.15)),

@@ -2,7 +2,8 @@
 // The API key, when the server needs one, is typed by the person and kept in memory only.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { mode: null, last: null, ids: [] };  // mode: {kind: "user", id} | {kind: "query", body}
+// mode: {kind: "user", id} | {kind: "query", body}; types: the model's item type labels (/info)
+const state = { mode: null, last: null, ids: [], types: ["product", "video", "audio"] };
 
 function headers(json = true) {
   const h = json ? { "Content-Type": "application/json" } : {};
@@ -74,13 +75,7 @@ function explanationChips(e) {
 function mediaFor(item) {
   const box = document.createElement("div");
   const alt = item.title;
-  if (item.type === "product") {
-    const img = document.createElement("img");
-    img.alt = alt;
-    img.loading = "eager";
-    setMedia(img, "src", item.item_id, "image");
-    box.append(img);
-  } else if (item.type === "video") {
+  if (item.type === "video") {
     const v = document.createElement("video");
     v.controls = true;
     v.preload = "metadata";
@@ -89,7 +84,7 @@ function mediaFor(item) {
     setMedia(v, "src", item.item_id, "video");
     v.addEventListener("play", () => sendEvent(item.item_id, "play"), { once: true });
     box.append(v);
-  } else {
+  } else if (item.type === "audio") {
     const a = document.createElement("audio");
     a.controls = true;
     a.preload = "metadata";
@@ -97,6 +92,12 @@ function mediaFor(item) {
     setMedia(a, "src", item.item_id, "audio");
     a.addEventListener("play", () => sendEvent(item.item_id, "play"), { once: true });
     box.append(a);
+  } else {  // products and any label a catalogue chose: the item's image
+    const img = document.createElement("img");
+    img.alt = alt;
+    img.loading = "eager";
+    setMedia(img, "src", item.item_id, "image");
+    box.append(img);
   }
   return box;
 }
@@ -132,7 +133,7 @@ function card(item, isNew) {
   });
   const pick = document.createElement("select");
   pick.setAttribute("aria-label", `type of similar items for ${item.title}`);
-  for (const t of ["any", "product", "video", "audio"]) pick.append(new Option(t === "any" ? "any type" : t, t));
+  for (const t of ["any", ...state.types]) pick.append(new Option(t === "any" ? "any type" : t, t));
   const similar = button("Similar", `items similar to ${item.title}`, () => showSimilar(item, pick.value));
   actions.append(like, dislike, heart, similar, pick);
   li.append(head, mediaFor(item), h, explanationChips(item.explanation), actions);
@@ -285,6 +286,14 @@ $("q-record").addEventListener("click", () => guard(async () => {
   $("q-record").setAttribute("aria-pressed", "false");
   say("clip recorded: it is sent with the next Find");
 }));
+
+// The type pickers list the model's own labels (a catalogue chooses them); the demo's three until /info answers.
+api("info").then((info) => {
+  const types = info.model && info.model.item_types;
+  if (!Array.isArray(types) || !types.length) return;
+  state.types = types;
+  $("a-type").replaceChildren(...types.map((t) => new Option(t, t)));
+}).catch(() => {});
 
 // ?user=<id> opens that user's grid at once (links from the README and `make demo`).
 const params = new URLSearchParams(location.search);
