@@ -330,6 +330,7 @@ def test_readme_example_runs(tmp_path, monkeypatch, bentoml_home):
     exec(compile(readme_example(), "README.md#python-api", "exec"), ns)  # noqa: S102 - our own README
     assert set(ns["top"]) == {"u1", "u2", "newcomer"} and ns["top"]["newcomer"].source == "popularity"
     assert ns["fan"].source == "liked_items" and len(ns["fan"].items) == 5
+    assert len(ns["podcasts"].items) == 3 and {p.type for p in ns["podcasts"].items} == {"podcast"}
     assert set(ns["scores"]) == {str(i) for i in range(48)}
     assert ns["report"].files["png"].is_file()
     assert [p.item_id for p in ns["same"].top_k(["u1"], k=5)["u1"].items] == [p.item_id for p in ns["top"]["u1"].items]
