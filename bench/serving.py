@@ -323,24 +323,38 @@ def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
     ids = list(model.snapshot.item_ids)[:n]
     picks = rng.choice(len(ids), size=(batches, batch), replace=False)
     liked = {i for row in model.positives.values() for i in row}
-    del_ms, del_liked = [], 0
+    del_ms, del_liked, del_meta_ms = [], 0, []
+
+    def recommender_meta() -> None:
+        # What the Recommender does on its next request (services/pipeline.py RankingPipeline.meta):
+        # reuse the metadata when the rows are the same (a tombstoning delete), else rebuild / extend it.
+        nonlocal meta
+        t = time.perf_counter()
+        snap = model.snapshot
+        if not (meta.ids is snap.item_ids or meta.ids == snap.item_ids):
+            meta = SnapshotMeta.build(snap, previous=meta)
+        del_meta_ms.append((time.perf_counter() - t) * 1000)
+
     for row in picks:
         gone = [ids[j] for j in row]
         del_liked += any(i in liked for i in gone)
         t = time.perf_counter()
         model.remove_items(gone)
         del_ms.append((time.perf_counter() - t) * 1000)
+        recommender_meta()
     del_added_ms = []
     for b in range(1, batches + 1):
         t = time.perf_counter()
         model.remove_items([f"w{b}-{i}" for i in range(batch)])
         del_added_ms.append((time.perf_counter() - t) * 1000)
+        recommender_meta()
     med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
     return {"items": n, "model_load_seconds": round(load_s, 2), "batch": batch, "batches": batches,
             "first_add_ms": round(add_ms[0], 2), "add_ms_median": med(add_ms[1:]), "add_ms_max": round(max(add_ms[1:]), 2),
             "snapshot_meta_ms_median": med(meta_ms[1:]), "delete_ms_median": med(del_ms),
             "delete_ms_max": round(max(del_ms), 2), "delete_batches_with_a_liked_item": del_liked,
-            "delete_unliked_ms_median": med(del_added_ms), "rss_mb": round(vm_rss_mb(), 1)}
+            "delete_unliked_ms_median": med(del_added_ms), "meta_after_delete_ms_median": med(del_meta_ms),
+            "meta_after_delete_ms_max": round(max(del_meta_ms), 2), "rss_mb": round(vm_rss_mb(), 1)}
 
 
 def phase_writes(args) -> None:
@@ -351,7 +365,7 @@ def phase_writes(args) -> None:
                         args.worker_timeout) for _ in range(args.repeats if n == top else 1)]
         entry = {"runs": runs, "load_avg": [round(x, 2) for x in os.getloadavg()]}
         for key in ("add_ms_median", "first_add_ms", "snapshot_meta_ms_median", "delete_ms_median",
-                    "delete_unliked_ms_median"):
+                    "delete_unliked_ms_median", "meta_after_delete_ms_median"):
             entry[key] = _spread(runs, key)
         results[str(n)] = entry
         print(f"[writes] {n}: {json.dumps({k: v for k, v in entry.items() if k != 'runs'})}", flush=True)

@@ -42,6 +42,9 @@ from fusion.snapshot import Snapshot, UnknownItemError, UnknownUserError
 __all__ = ["HybridModel", "UnknownItemError", "UnknownUserError"]
 
 MAX_SAMPLE_WEIGHT = 5.0
+# Deleted items' rows (tombstones) at most this share of the catalogue before a delete compacts:
+# readers skip at most this much dead work, and compaction's O(catalogue) is paid once per as many deletes.
+MAX_DEAD_SHARE = 0.1
 
 
 class HybridModel(SnapshotReader):
@@ -267,6 +270,8 @@ class HybridModel(SnapshotReader):
 
     def _fit(self, epochs: int, progress: bool) -> None:
         with self._lock:
+            if epochs > 0:
+                self._compact()  # training over dead rows would spend epochs on them
             inter = self._interaction_matrix().tocsr()
             if epochs > 0:
                 # Items with feedback get (and keep) an identity feature when training can learn it;
@@ -442,30 +447,58 @@ class HybridModel(SnapshotReader):
                 self._refresh()
 
     def remove_items(self, item_ids: Sequence[str]) -> None:
+        """Items nobody liked are tombstoned: their rows stay, marked dead, until a compaction (at
+        the next training run, export, or once dead rows pass ``MAX_DEAD_SHARE`` of the catalogue),
+        so deleting B of them costs O(B) plus a one-byte-per-row mask copy. Removing an item someone
+        liked changes users' state: that compacts and redoes the user side, as any removal did before."""
         with self._lock:
             drop = set(item_ids)
             index = self.items.index
             unknown = [i for i in drop if i not in index]
             if unknown:
                 raise UnknownItemError(f"unknown item ids: {shown_list(sorted(unknown))}")
-            keep = np.ones(len(self.items), bool)
-            keep[np.fromiter((index[i] for i in drop), np.int64, len(drop))] = False
-            self.items = self.items.kept(keep)  # a new catalogue: snapshots keep the old one
-            self._growing.clear()  # every item array is replaced below: drop the old buffers now
-            self.item_has_identity = self.item_has_identity[keep]
-            self.per_modality = {m: v[keep] for m, v in self.per_modality.items()}
-            self.masks = {m: v[keep] for m, v in self.masks.items()}
-            self.fused = self.fused[keep]
-            self._keep_item_state(keep)
+            rows = np.fromiter((index[i] for i in drop), np.int64, len(drop))
+            snap = self._snap
+            # Positives per item are the snapshot's counts (every write that changes positives publishes).
+            liked_any = snap is None or len(snap.counts) != len(self.items) or bool(np.any(snap.counts[rows] > 0))
+            if not liked_any and self.items.n_dead + len(rows) <= MAX_DEAD_SHARE * len(self.items):
+                self.items.tombstone(rows)
+                view = self.items.view()
+                self._snap = replace(snap, item_ids=view.ids, item_index=view.index, items=view)
+                return
+            keep = np.array(self.items.alive.view())
+            keep[rows] = False
+            self._drop_rows(keep)
             liked = 0
-            for table in (self.positives, self.pair_time):
-                for row in table.values():
-                    for iid in drop & row.keys():
-                        del row[iid]
-                        liked += 1
+            if liked_any:
+                for table in (self.positives, self.pair_time):
+                    for row in table.values():
+                        for iid in drop & row.keys():
+                            del row[iid]
+                            liked += 1
             # Items nobody liked leave every user's state as it was: publish by removing their rows.
             if liked or not self._publish_kept(keep):
                 self._refresh()
+
+    def _drop_rows(self, keep: np.ndarray) -> None:
+        """Keep only item rows ``keep`` (bool mask over every row, dead ones False) in the model's
+        state: a new catalogue and new arrays (snapshots keep the old ones). Publishes nothing."""
+        self.items = self.items.kept(keep)
+        self._growing.clear()  # every item array is replaced below: drop the old buffers now
+        self.item_has_identity = self.item_has_identity[keep]
+        self.per_modality = {m: v[keep] for m, v in self.per_modality.items()}
+        self.masks = {m: v[keep] for m, v in self.masks.items()}
+        self.fused = self.fused[keep]
+        self._keep_item_state(keep)
+
+    def _compact(self) -> None:
+        """Drop the tombstoned rows for good (and publish the same items without them)."""
+        if not self.items.n_dead:
+            return
+        keep = np.array(self.items.alive.view())
+        self._drop_rows(keep)
+        if not self._publish_kept(keep):
+            self._refresh()
 
     def add_interactions(self, interactions: Iterable[Interaction]) -> None:
         """Record feedback. Seen-items and interest tokens update at once; embeddings at ``fit_partial``."""
@@ -535,6 +568,7 @@ class HybridModel(SnapshotReader):
     def export_state(self) -> ModelState:
         """A consistent copy of the model's state (no writer runs while it is taken), for saving."""
         with self._lock:
+            self._compact()  # saved state has no dead rows
             st = ModelState(**{f.name: _copied(getattr(self, f.name)) for f in fields(ModelState)
                                if f.name not in CACHE_FIELDS})
             st.items = self.items.view()  # the rows of now: appends after this are not in it

@@ -7,8 +7,10 @@ so a saved catalogue is a handful of ``.npy`` files that load memory-mapped and 
 share. An ``Item`` is built on demand for the few rows a response, explanation or checkpoint needs.
 
 Columns are append-only (fusion/growable.py): adding items costs what they add. Removing items
-builds a new catalogue (``kept``) with vectorised gathers; the old one stays intact for snapshots
-that still hold it. ``view()`` gives the read side: an id sequence and an id -> row mapping bounded
+marks their rows dead (``tombstone``: the id leaves the index, the row stays until compaction), so
+a delete costs what it deletes plus a one-byte-per-row mask copy; ``kept`` builds the compacted
+catalogue with vectorised gathers. Either way the old state stays intact for snapshots that still
+hold it. ``view()`` gives the read side: an id sequence and an id -> row mapping bounded
 to the rows published, which later appends never change.
 """
 
@@ -129,8 +131,8 @@ class ItemCatalog:
                  categories: Vocabulary, tag_codes: np.ndarray, tag_ends: np.ndarray, tags: Vocabulary,
                  strings: dict[str, StringColumn]) -> None:
         self.ids = ids  # append-only list; rows past a view's length are invisible to it
-        self.index = {iid: i for i, iid in enumerate(ids)}
-        if len(self.index) != len(ids):
+        self._rows = {iid: i for i, iid in enumerate(ids)}  # id -> its newest row (dead ones too: see ``index``)
+        if len(self._rows) != len(ids):
             raise ValueError("duplicate item ids in the catalogue")
         self.type_names = type_names
         self.type_codes = Growable(type_codes)
@@ -140,6 +142,8 @@ class ItemCatalog:
         self.tag_codes, self.tag_ends = Growable(tag_codes), Growable(tag_ends)
         self.tags = tags
         self.strings = strings
+        self.alive = Growable(np.ones(len(ids), bool))  # False: a tombstoned row (deleted, not yet compacted)
+        self.n_dead = 0
         self._view: CatalogView | None = None
 
     # ------------------------------------------------------------------ building
@@ -173,11 +177,27 @@ class ItemCatalog:
         for f, col in self.strings.items():
             col.append([getattr(it, f) for it in items])
         self.ids.extend(it.item_id for it in items)
-        self.index.update((it.item_id, n_old + r) for r, it in enumerate(items))
+        self._rows.update((it.item_id, n_old + r) for r, it in enumerate(items))
+        self.alive.append(np.ones(len(items), bool))
+
+    def tombstone(self, rows: Sequence[int]) -> None:
+        """Mark ``rows`` deleted: their ids leave ``index`` (they can be added again, as new rows)
+        and readers of later views skip them. The mask is copied, not written in place, so views
+        published before keep theirs (and still resolve those ids)."""
+        rows = np.asarray(rows, np.int64)
+        alive = np.array(self.alive.view())
+        if not alive[rows].all():
+            raise ValueError("tombstone: a row is already dead")
+        alive[rows] = False
+        self.n_dead += len(rows)  # before the new mask: a reader that sees n_dead > 0 consults the mask
+        self.alive = Growable(alive)
+        self._view = None
 
     def kept(self, keep: np.ndarray) -> "ItemCatalog":
-        """A new catalogue of rows ``keep`` (bool mask); this one is left as it was."""
+        """A new catalogue of rows ``keep`` (bool mask, no dead row in it); this one is left as it was."""
         keep = np.asarray(keep, bool)
+        if self.n_dead and (keep & ~self.alive.view()).any():
+            raise ValueError("kept: the rows to keep include tombstoned ones")
         ends = self.tag_ends.view()
         starts = np.concatenate([[0], ends[:-1]])
         tag_codes, tag_ends = _gather_ranges(self.tag_codes.view(), starts[keep], ends[keep])
@@ -186,8 +206,23 @@ class ItemCatalog:
                            {f: col.kept(keep) for f, col in self.strings.items()})
 
     # ------------------------------------------------------------------ reading
+    @property
+    def index(self) -> "Mapping[str, int]":
+        """Item id -> row of the live items now (a tombstoned id is not in it). Safe beside the
+        writer: ``append`` extends ``alive`` last, so its length counts rows fully written."""
+        if not self.n_dead:  # the common case: the dict itself (a row is in it once its columns are written)
+            return self._rows
+        alive = self.alive.view()
+        return RowIndex(self, len(alive), alive)
+
     def __len__(self) -> int:
+        """Rows, the dead ones (not yet compacted) included: row-aligned with the model's item arrays."""
         return len(self.ids)
+
+    @property
+    def n_live(self) -> int:
+        """Items in the catalogue now (rows minus tombstones)."""
+        return len(self.ids) - self.n_dead
 
     def __getitem__(self, row: int | slice) -> Item | list[Item]:
         if isinstance(row, slice):  # a list's slice: the Items of those rows
@@ -226,8 +261,11 @@ class ItemCatalog:
 
     # ------------------------------------------------------------------ persistence
     def arrays(self, n: int | None = None) -> dict[str, np.ndarray]:
-        """The columns of rows ``:n`` (default all) as named arrays (fusion/artifacts.py saves them)."""
+        """The columns of rows ``:n`` (default all) as named arrays (fusion/artifacts.py saves them;
+        a saved catalogue has no dead rows: the model compacts before it exports its state)."""
         n = len(self.ids) if n is None else n
+        if self.n_dead and not self.alive.view()[:n].all():
+            raise ValueError("arrays: compact the catalogue first (it has tombstoned rows)")
         tag_ends = self.tag_ends.view()[:n]
         out = {"item_type": self.type_codes.view()[:n], "item_category": self.category.view()[:n],
                "item_tag_codes": self.tag_codes.view()[:int(tag_ends[-1]) if n else 0], "item_tag_ends": tag_ends}
@@ -261,7 +299,9 @@ class CatalogView:
     def __init__(self, catalog: ItemCatalog, n: int) -> None:
         self.catalog, self.n = catalog, n
         self.ids = IdColumn(catalog.ids, n)
-        self.index = RowIndex(catalog, n)
+        self.alive = catalog.alive.view()  # (n,) bool: False for tombstoned rows, which no reader returns
+        self.n_dead = catalog.n_dead
+        self.index = RowIndex(catalog, n, self.alive if self.n_dead else None)
         self.types = catalog.types.view()  # exactly n rows: views are taken at publication
         self.type_codes = catalog.type_codes.view()
         self.type_names = tuple(catalog.type_names.names)  # code -> label; codes are never renumbered
@@ -324,16 +364,17 @@ class IdColumn(Sequence):
 
 
 class RowIndex(Mapping):
-    """Item id -> row for rows ``< n`` of a catalogue (a later append's ids are not in it)."""
+    """Item id -> row for live rows ``< n`` of a catalogue (a later append's ids are not in it, nor
+    are tombstoned ones: the catalogue's index drops them, and ``alive`` says which rows a view saw live)."""
 
-    __slots__ = ("_catalog", "_n")
+    __slots__ = ("_catalog", "_n", "_alive")
 
-    def __init__(self, catalog: ItemCatalog, n: int) -> None:
-        self._catalog, self._n = catalog, n
+    def __init__(self, catalog: ItemCatalog, n: int, alive: np.ndarray | None = None) -> None:
+        self._catalog, self._n, self._alive = catalog, n, alive
 
     def get(self, key, default=None):
-        row = self._catalog.index.get(key)
-        return row if row is not None and row < self._n else default
+        row = self._catalog._rows.get(key)
+        return row if row is not None and row < self._n and (self._alive is None or self._alive[row]) else default
 
     def __getitem__(self, key) -> int:
         row = self.get(key)
@@ -345,7 +386,10 @@ class RowIndex(Mapping):
         return self.get(key) is not None
 
     def __iter__(self):
-        return iter(IdColumn(self._catalog.ids, self._n))
+        ids = IdColumn(self._catalog.ids, self._n)
+        if self._alive is None:
+            return iter(ids)
+        return (ids[r] for r in np.flatnonzero(self._alive).tolist())
 
     def __len__(self) -> int:
-        return self._n
+        return self._n if self._alive is None else int(self._alive.sum())

@@ -85,10 +85,13 @@ class QueryBlend:
         return cls(**{k: float(v) for k, v in d.items() if k in names})
 
 
-def standardise(s: np.ndarray) -> np.ndarray:
+def standardise(s: np.ndarray, live: np.ndarray | None = None) -> np.ndarray:
+    """z-scores over the last axis; mean and spread taken over the ``live`` rows only (deleted items
+    not yet compacted away must not move the live items' scores)."""
     s = np.asarray(s, np.float64)
-    sd = s.std(axis=-1, keepdims=True)
-    return np.where(sd > 0, (s - s.mean(axis=-1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
+    ref = s if live is None else s[..., live]
+    sd = ref.std(axis=-1, keepdims=True)
+    return np.where(sd > 0, (s - ref.mean(axis=-1, keepdims=True)) / np.where(sd > 0, sd, 1.0), 0.0)
 
 
 def cooccurrence_scores(seen: sp.csr_matrix, seeds: np.ndarray, counts: np.ndarray,
@@ -112,7 +115,8 @@ def cooccurrence_scores(seen: sp.csr_matrix, seeds: np.ndarray, counts: np.ndarr
     return both[:, 0] / np.sqrt(np.maximum(np.asarray(counts, np.float64), 1.0)), both[:, 1]
 
 
-def blend_terms(components: dict[str, np.ndarray], weights: QueryBlend) -> dict[str, np.ndarray]:
+def blend_terms(components: dict[str, np.ndarray], weights: QueryBlend,
+                live: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The exact terms ``blend`` adds up: each weighted component, standardised over the catalog;
     with no weighted component present (e.g. liked items nobody else has touched, without
     content) the one term is the standardised popularity prior."""
@@ -120,13 +124,13 @@ def blend_terms(components: dict[str, np.ndarray], weights: QueryBlend) -> dict[
     for name, s in components.items():
         w = getattr(weights, name)
         if w != 0:
-            terms[name] = w * standardise(s)
-    return terms or {"popularity": standardise(components["popularity"])}
+            terms[name] = w * standardise(s, live)
+    return terms or {"popularity": standardise(components["popularity"], live)}
 
 
-def blend(components: dict[str, np.ndarray], weights: QueryBlend) -> np.ndarray:
+def blend(components: dict[str, np.ndarray], weights: QueryBlend, live: np.ndarray | None = None) -> np.ndarray:
     """Weighted sum of standardised components (the sum of ``blend_terms``)."""
-    terms = iter(blend_terms(components, weights).values())
+    terms = iter(blend_terms(components, weights, live).values())
     total = next(terms)
     for part in terms:
         total = total + part

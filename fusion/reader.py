@@ -59,14 +59,14 @@ class SnapshotReader:
         snap = self._snap
         u = snap.user_row(user_id)
         scores = scoring.user_scores(snap, snap.user_repr[u])
-        top = _pick(scores, k, snap.seen_rows(u) if exclude_seen else (), candidates)
+        top = _pick(scores, k, snap.seen_rows(u) if exclude_seen else (), candidates, snap.alive)
         expl = explain.explain_user(snap, self.codebook, self.space, u, top, scores[top])
         return _recommendations(snap, top, scores[top], expl)
 
     def recommend_for_query(self, query: Query, k: int = 10, exclude_liked: bool = True,
                             candidates: np.ndarray | None = None) -> list[Recommendation]:
         scored = self.score_query(query)
-        top = _pick(scored.scores, k, scored.liked if exclude_liked else (), candidates)
+        top = _pick(scored.scores, k, scored.liked if exclude_liked else (), candidates, scored.snapshot.alive)
         expl = explain.explain_query(scored, self.codebook, self.space, top)
         return _recommendations(scored.snapshot, top, scored.scores[top], expl)
 
@@ -111,7 +111,7 @@ class SnapshotReader:
         j = snap.item_row(item_id)
         scores, content, collab = scoring.similar_scores(snap, j, space)
         cand = np.flatnonzero(np.isin(snap.item_types, list(types))) if types else None
-        top = _pick(scores, k, [j], cand)
+        top = _pick(scores, k, [j], cand, snap.alive)
         return [Recommendation(snap.item_ids[i], float(scores[i]), str(snap.item_types[i]),
                                {"similar_to": item_id, "content_similarity": float(content[i]),
                                 "collaborative_similarity": float(collab[i])})
@@ -123,9 +123,12 @@ class SnapshotReader:
         return labelled(dist, self.codebook.labels, top)
 
 
-def _pick(scores: np.ndarray, k: int, exclude, candidates: np.ndarray | None) -> np.ndarray:
-    """``top_k`` over ``candidates`` (default every row) minus ``exclude``."""
+def _pick(scores: np.ndarray, k: int, exclude, candidates: np.ndarray | None,
+          alive: np.ndarray | None = None) -> np.ndarray:
+    """``top_k`` over ``candidates`` (default every row) minus ``exclude`` and dead rows (``alive`` False)."""
     rows = np.arange(len(scores)) if candidates is None else np.unique(np.asarray(candidates, np.int64))
+    if alive is not None:
+        rows = rows[alive[rows]]
     exclude = np.asarray(exclude, np.int64)
     if exclude.size:
         rows = rows[~np.isin(rows, exclude)]

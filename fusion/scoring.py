@@ -126,7 +126,7 @@ def user_score_terms(snap: Snapshot, vector: np.ndarray, rows: np.ndarray) -> di
 
 def query_score_terms(scored: ScoredQuery, rows: np.ndarray) -> dict[str, np.ndarray]:
     """The exact terms of a query's blended score at ``rows`` (they add up to ``scored.scores[rows]``)."""
-    return {n: t[rows] for n, t in blend_terms(scored.parts, scored.weights).items()}
+    return {n: t[rows] for n, t in blend_terms(scored.parts, scored.weights, scored.snapshot.alive).items()}
 
 
 def fresh_shift(snap: Snapshot, fold: FoldIn, rows: np.ndarray) -> np.ndarray:
@@ -282,7 +282,7 @@ def score_query(snap: Snapshot, codebook: "Codebook", space: "SharedSpace", weig
     profile = taste_profile(snap, liked, qvec)
     parts = query_components(snap, codebook, interest, qvec, liked, profile)
     used = weights.for_query(len(liked) > 0)
-    return ScoredQuery(snap, blend(parts, used), parts, liked, interest, profile, used)
+    return ScoredQuery(snap, blend(parts, used, snap.alive), parts, liked, interest, profile, used)
 
 
 def taste_profile(snap: Snapshot, liked: np.ndarray, qvec: np.ndarray | None) -> np.ndarray | None:
@@ -309,6 +309,8 @@ def seed_weights(snap: Snapshot, liked: np.ndarray, qvec: np.ndarray | None):
     if qvec is not None:
         sims = snap.fused @ qvec
         sims[liked] = -np.inf
+        if snap.alive is not None:  # a deleted item lends no query its weight
+            sims[~snap.alive] = -np.inf
         n = min(PSEUDO_LIKED, int(np.isfinite(sims).sum()))
         if n > 0:
             near = np.argpartition(-sims, n - 1)[:n]

@@ -77,6 +77,13 @@ class Snapshot:
     items: object = None  # fusion.item_catalog.CatalogView: the metadata of rows 0..N-1 (Items on demand)
 
     @property
+    def alive(self) -> np.ndarray | None:
+        """(N,) bool, False for the rows of deleted items not yet compacted away (tombstones, which
+        no reader returns); None when every row is live."""
+        items = self.items
+        return items.alive if items is not None and getattr(items, "n_dead", 0) else None
+
+    @property
     def type_names(self) -> tuple[str, ...]:
         """The item type labels this model knows (the catalogue's own), in code order."""
         return self.items.type_names if self.items is not None else tuple(dict.fromkeys(self.item_types.tolist()))

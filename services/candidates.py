@@ -180,7 +180,12 @@ def build_indexes(vectors: np.ndarray, rows: list[np.ndarray],
 
 
 def _inputs(snap) -> tuple[np.ndarray, list[np.ndarray], str]:
+    """The vectors, each type's rows to index (deleted items' rows left out) and the digest that
+    says which rows those are."""
     vectors, (codes, names) = ann_vectors(snap), type_codes_of(snap)
+    alive = getattr(snap, "alive", None)
+    if alive is not None:
+        codes = np.where(alive, codes, -1).astype(np.int8)  # no type: in no index, and the digest says so
     return vectors, [np.flatnonzero(codes == c) for c in range(len(names))], ids_digest(snap.item_ids, codes)
 
 

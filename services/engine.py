@@ -202,7 +202,7 @@ class RecommenderEngine:
         # Items and their vectors commit together; raises DuplicateItemsError (409) naming the ids.
         self.store.add_items(items, vectors={it.item_id: vectors.get(it.item_id, {}) for it in items})
         applied = self._after_commit("add_items")
-        return {"added": [it.item_id for it in items], "catalog_size": len(self.model.items), "applied": applied}
+        return {"added": [it.item_id for it in items], "catalog_size": self.model.items.n_live, "applied": applied}
 
     def _check_vectors(self, vectors: dict[str, dict[str, np.ndarray]]) -> None:
         """Refuse, before anything is committed, vectors this model cannot apply."""
@@ -222,7 +222,7 @@ class RecommenderEngine:
         gone = self.store.delete_items(item_ids)
         missing = sorted(set(item_ids) - set(gone))
         applied = self._after_commit("delete_items")
-        return {"deleted": gone, "not_found": missing, "catalog_size": len(self.model.items), "applied": applied}
+        return {"deleted": gone, "not_found": missing, "catalog_size": self.model.items.n_live, "applied": applied}
 
     def feedback(self, events: list[Interaction]) -> dict:
         """Acknowledge only after the database committed the events."""
@@ -254,7 +254,8 @@ class RecommenderEngine:
         snap = self.model.snapshot
         return {
             "catalog": self.store.stats(),
-            "model": {"items": len(snap.item_ids), "users": len(snap.user_ids), "item_types": list(snap.type_names),
+            "model": {"items": len(snap.item_ids) - (snap.items.n_dead if snap.alive is not None else 0),
+                      "users": len(snap.user_ids), "item_types": list(snap.type_names),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "adjusted_config": self.model.space.adjustments(),
                       "pending_events": self.pending_events, "updates_done": self.updates_done,

@@ -51,7 +51,7 @@ class RankingPipeline:
         types, pool = self.plan(opts, meta)
         exclude = self.exclude_rows(snap, fold.user_row if exclude_seen else None,
                                     list(opts.exclude_item_ids) + list(stored_exclusions))
-        allowed = self.allowed(meta, opts, exclude)
+        allowed = self.allowed(snap, meta, opts, exclude)
         cand = self._ann_candidates(snap, meta, fold.vector, allowed, types, pool, len(exclude), bool(opts.tags))
         if cand is None:
             scores = user_scores(snap, fold.vector)
@@ -67,7 +67,7 @@ class RankingPipeline:
         """Most-interacted items, for a user nobody knows anything about (``cold: true``)."""
         meta = self.meta(snap)
         types, pool = self.plan(opts, meta)
-        allowed = self.allowed(meta, opts, self.exclude_rows(snap, None, list(opts.exclude_item_ids) +
+        allowed = self.allowed(snap, meta, opts, self.exclude_rows(snap, None, list(opts.exclude_item_ids) +
                                                              list(stored_exclusions)))
         scores = popularity_scores(snap)
         cand = exact_candidates(scores, meta, allowed, types, pool)
@@ -81,7 +81,7 @@ class RankingPipeline:
         meta = self.meta(snap)
         types, pool = self.plan(opts, meta)
         liked = [snap.item_ids[j] for j in scored.liked]
-        allowed = self.allowed(meta, opts, self.exclude_rows(snap, None, liked + list(opts.exclude_item_ids)))
+        allowed = self.allowed(snap, meta, opts, self.exclude_rows(snap, None, liked + list(opts.exclude_item_ids)))
         cand = exact_candidates(scores, meta, allowed, types, pool)
         rows, sc = self.rank(snap, meta, cand, scores[cand], opts)
         expl = self.model_of().explain_rows(scored, rows) if opts.explain and len(rows) else None
@@ -105,9 +105,13 @@ class RankingPipeline:
         return meta
 
     @staticmethod
-    def allowed(meta: SnapshotMeta, opts: Options, exclude_rows: np.ndarray) -> np.ndarray:
+    def allowed(snap: Snapshot, meta: SnapshotMeta, opts: Options, exclude_rows: np.ndarray) -> np.ndarray:
+        """Rows a response may hold: the tags filter, minus ``exclude_rows`` and deleted items' rows
+        (``snap.alive``: the metadata is shared by snapshots that differ only in tombstones)."""
         allowed = meta.tag_mask(opts.tags) if opts.tags else np.ones(len(meta.ids), bool)
         allowed[exclude_rows] = False
+        if snap.alive is not None:
+            allowed &= snap.alive
         return allowed
 
     @staticmethod

@@ -141,6 +141,36 @@ def test_removed_item_never_comes_back_from_a_stale_index(engines, catalog):
     assert np.isfinite([r["score"] for r in ann.recommend(user, Options(k=3, explain=False))["items"]]).all()
 
 
+def test_deleting_items_nobody_liked_is_a_tombstone_and_no_read_path_returns_them(engines, catalog):
+    """The service's delete of unliked items: the model marks rows dead instead of rebuilding the
+    catalogue, the Recommender keeps its per-snapshot metadata (same rows), and neither the ANN nor
+    the exact path, popularity, a query or similar items return them; /info counts live items.
+    (The two engines share one model: the second sees the first one's tombstones too.)"""
+    liked = {e.item_id for e in catalog.interactions}
+    user = sorted(catalog.user_tastes)[4]
+    for eng in engines:
+        snap = eng.model.snapshot
+        live = eng.info()["model"]["items"]
+        gone = [i for i in _ids(eng.recommend(user, Options(k=40, explain=False))) if i not in liked][:3]
+        assert len(gone) == 3
+        meta = eng.pipeline.meta(snap)
+        out = eng.delete_items(gone)
+        after = eng.model.snapshot
+        assert sorted(out["deleted"]) == sorted(gone)
+        assert after.alive is not None and after.item_ids == snap.item_ids  # same rows, some dead
+        assert eng.pipeline.meta(after) is meta  # no metadata rebuild for a delete
+        assert out["catalog_size"] == eng.info()["model"]["items"] == live - 3
+        kept = next(i for i in _ids(eng.recommend(user, Options(k=5, explain=False))))
+        reads = [eng.recommend(user, Options(k=40, explain=False)),
+                 eng.recommend(user, Options(k=40, mix="interleave", explain=False)),
+                 eng.recommend("nobody-at-all", Options(k=40, explain=False), cold=True),
+                 eng.recommend_by_query({"text": catalog.embeddings.vectors["text"][eng.model.snapshot.item_index[kept]]},
+                                        [], Options(k=40, explain=False)),
+                 eng.similar_items(kept, k=40)]
+        for r in reads:
+            assert not set(gone) & {i["item_id"] for i in r["items"]}
+
+
 def _sample(text: str, name: str) -> float:
     found = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
              if line.split("{")[0].split(" ")[0] == name]
@@ -164,9 +194,15 @@ def test_ann_counters_recall_and_fallback_rate_reach_the_metrics(engines, catalo
     d = ann.ann.describe()
     # faiss builds HNSW on several threads (graphs differ run to run): fallbacks are rare, not impossible
     assert d["searches"] >= 36 and d["recall_samples"] >= 36 and d["exact_fallbacks"] <= d["searches"] // 10
+    vec = catalog.embeddings.vectors["text"][2]
+    ann.add_items([Item(item_id="pod-metrics", type="podcast", title="a label of this catalogue's own")],
+                  {"pod-metrics": {"text": vec}})
     ops_metrics.bind(ann)
     ops_metrics.refresh()
     text = generate_latest(REGISTRY).decode()
+    pods = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line.startswith('mixrec_catalog_items{type="podcast"}')]
+    assert pods == [ann.store.stats()["items_by_type"]["podcast"]] and pods[0] >= 1  # a label's series, by label
     assert _sample(text, "mixrec_ann_searches") == d["searches"]
     assert _sample(text, "mixrec_ann_widenings") == d["widenings"]
     assert _sample(text, "mixrec_ann_exact_fallbacks") == d["exact_fallbacks"]

@@ -192,23 +192,79 @@ def test_snapshot_meta_extends_like_a_full_build(model, catalog):
     assert grown.items[len(grown.ids) - 3].tags == ["jazz", "brand-new-tag"]
 
 
-def test_removing_items_nobody_liked_keeps_the_user_side(model, catalog):
+def _by_id(model, who) -> dict[str, float]:
+    """Scores of the live items, keyed by id (rows differ between a tombstoned and a compacted model)."""
+    scores, snap = model.score_all(who), model.snapshot
+    return {iid: float(scores[r]) for iid, r in snap.item_index.items()}
+
+
+def test_removing_items_nobody_liked_tombstones_them_and_reads_like_a_compacted_model(model, catalog):
+    """Deleting items nobody liked marks their rows dead (no catalogue copy, no representation or
+    user-side work); every reader skips them, and the live items score exactly as after compaction."""
+    from fusion.query import Query
+    from fusion.snapshot import UnknownItemError
+
     items, emb = new_items(catalog, "jazz", 5, seed=6, prefix="unliked")
     model.add_items(items, emb)
     unliked = ["unliked0", "unliked2", "unliked4"]
-    before = model.snapshot
+    before, cat = model.snapshot, model.items
     model.remove_items(unliked)
     after = model.snapshot
-    assert after.user_repr is before.user_repr and after.user_interest is before.user_interest
-    assert len(after.item_ids) == len(before.item_ids) - 3 and not set(unliked) & set(after.item_ids)
-    rebuilt = HybridModel.from_state(model.export_state())
-    for name in ("item_repr", "item_bias", "fused", "counts", "user_repr"):
-        np.testing.assert_array_equal(getattr(after, name), getattr(rebuilt.snapshot, name), err_msg=name)
-    assert (after.seen != rebuilt.snapshot.seen).nnz == 0
-    assert_same_scores(model, rebuilt, catalog)
-    # Removing a liked item goes the full way (users' interests change) and still matches a rebuild.
+    assert model.items is cat and after.item_repr is before.item_repr and after.user_repr is before.user_repr
+    assert after.user_interest is before.user_interest and after.seen is before.seen
+    assert sorted(after.item_ids[r] for r in np.flatnonzero(~after.alive)) == sorted(unliked)
+    assert not set(unliked) & set(after.item_index) and len(after.item_index) == len(after.item_ids) - 3
+    assert before.item_index.get("unliked0") is not None  # a snapshot published before still has it
+    with pytest.raises(UnknownItemError):
+        model.similar_items("unliked2")
+    user = catalog.interactions[0].user_id
+    query = Query(text_vec=emb.vectors["text"][0], liked_item_ids=(catalog.items[2].item_id,))  # unliked0's own text
+    read = {"user": [r.item_id for r in model.recommend(user, 20)],
+            "query": [r.item_id for r in model.recommend_for_query(query, 20)],
+            "similar": [r.item_id for r in model.similar_items("unliked1", 20)],
+            "user scores": _by_id(model, user), "query scores": _by_id(model, query)}
+    for name in ("user", "query", "similar"):
+        assert not set(unliked) & set(read[name]), name
+    model.export_state()  # compacts: the dead rows go for good
+    compacted = model.snapshot
+    assert compacted.alive is None and len(compacted.item_ids) == len(after.item_ids) - 3
+    assert [r.item_id for r in model.recommend(user, 20)] == read["user"]
+    assert [r.item_id for r in model.recommend_for_query(query, 20)] == read["query"]
+    assert [r.item_id for r in model.similar_items("unliked1", 20)] == read["similar"]
+    for name, who in (("user scores", user), ("query scores", query)):
+        got = _by_id(model, who)
+        assert got.keys() == read[name].keys()
+        np.testing.assert_allclose([got[i] for i in got], [read[name][i] for i in got], rtol=1e-6, atol=1e-9,
+                                   err_msg=name)
+    # A deleted id can come back as a new item; removing an item someone liked compacts and redoes users.
+    again, again_emb = new_items(catalog, "jazz", 1, seed=6, prefix="unliked")
+    model.add_items(again, again_emb)
+    assert model.snapshot.item_index["unliked0"] == len(model.snapshot.item_ids) - 1
     model.remove_items([catalog.interactions[0].item_id])
+    assert model.snapshot.alive is None
     assert_same_scores(model, HybridModel.from_state(model.export_state()), catalog)
+
+
+def test_deletes_compact_once_dead_rows_pass_their_share(catalog):
+    from fusion.hybrid import MAX_DEAD_SHARE
+
+    model = HybridModel.train(catalog.items, catalog.embeddings, catalog.interactions, small_config(epochs=2))
+    items, emb = new_items(catalog, "jazz", 30, seed=9, prefix="gone")
+    model.add_items(items, emb)
+    n = len(model.items)
+    per_batch = 3
+    deleted = []
+    for b in range(10):
+        batch = [it.item_id for it in items[b * per_batch:(b + 1) * per_batch]]
+        model.remove_items(batch)
+        deleted += batch
+        dead = model.items.n_dead
+        assert dead <= MAX_DEAD_SHARE * len(model.items)
+        assert len(model.snapshot.item_index) == n - len(deleted)
+        assert not set(deleted) & set(model.snapshot.item_index)
+    assert len(model.items) < n  # at least one compaction happened along the way
+    model.fit_partial(epochs=1)  # training compacts too
+    assert model.items.n_dead == 0 and len(model.snapshot.item_ids) == n - len(deleted)
 
 
 def test_a_load_reuses_the_saved_feature_rows(tmp_path, model, catalog):

@@ -403,3 +403,16 @@ def test_item_types_are_the_users_own_labels(tmp_path, cfg):
     assert [p.item_id for p in reads[0]] == [p.item_id for p in reads[1]] and {p.type for p in reads[0]} == {"long-read"}
     with pytest.raises(mixrec.DataError, match="type"):
         mixrec.items([{"item_id": 1, "type": "has space", "title": "x"}])
+
+
+def test_deleted_items_are_in_no_table_nor_top_k(catalog, emb, cfg):
+    """Items deleted from the model (tombstoned until compaction) leave ``item_ids``, ``scores`` and ``top_k``."""
+    events = [e for e in event_rows() if e["item_id"] not in (22, 23)]
+    model = mixrec.fit(catalog, emb, events, cfg, calibrate="off", **SMALL)
+    unliked = ["22", "23"]
+    model.hybrid.remove_items(unliked)
+    assert model.hybrid.snapshot.alive is not None  # tombstoned, not compacted
+    assert not set(unliked) & set(model.item_ids) and len(model.item_ids) == len(catalog.items) - len(unliked)
+    table = model.scores(["u1", "stranger"])
+    assert table.item_ids == model.item_ids and table.values.shape == (2, len(model.item_ids))
+    assert not set(unliked) & {p.item_id for u in model.top_k(["u1", "stranger"], k=30).values() for p in u.items}

@@ -142,7 +142,10 @@ class MixrecModel:
 
     @property
     def item_ids(self) -> list[str]:
-        return self.hybrid.item_ids()
+        """The catalogue's items (deleted ones, not yet compacted away, left out)."""
+        snap = self.hybrid.snapshot
+        ids = snap.item_ids
+        return list(ids) if snap.alive is None else [ids[r] for r in np.flatnonzero(snap.alive).tolist()]
 
     def scores(self, users: Iterable[str | int], *, liked: Mapping[str, Sequence[str]] | None = None,
                fallback: Fallback = "popularity") -> ScoreTable:
@@ -156,6 +159,9 @@ class MixrecModel:
             block, src = self._score_block(snap, ids[start:start + step], _liked(liked), fallback)
             values[start:start + len(block)] = block
             sources += src
+        if snap.alive is not None:  # deleted items' rows (tombstones) are no columns of the table
+            live = np.flatnonzero(snap.alive)
+            return ScoreTable(ids, [snap.item_ids[r] for r in live.tolist()], values[:, live], sources)
         return ScoreTable(ids, list(snap.item_ids), values, sources)
 
     def top_k(self, users: Iterable[str | int], k: int = 10, *, exclude_seen: bool = True,
@@ -167,6 +173,8 @@ class MixrecModel:
             raise InputError(f"k must be at least 1, got {shown(k)}")
         snap = self.hybrid.snapshot
         barred = self._type_barred(snap, types)
+        if snap.alive is not None:
+            barred = barred | ~snap.alive
         ids = [str(u) for u in users]
         liked = _liked(liked)
         out: dict[str, UserTopK] = {}
