@@ -23,16 +23,12 @@ def main() -> None:
     p.add_argument("--data-dir", help="ml-100k directory (default: $MIXREC_MOVIELENS_DIR or ../shared/data/ml-100k)")
     args = p.parse_args()
 
+    from bench.ml100k_text import movielens_with_text
     from fusion.calibration import train_model
-    from mixrec.config import load_config
-    from tools.datasets.embed import encode_items
-    from tools.datasets.movielens import load_movielens, load_official_split
+    from tools.datasets.movielens import load_official_split
     from tools.evaluation.adapter import likes_from_matrix
 
-    cfg = load_config(None)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"no_components": 64, "epochs": 20})})
-    data = load_movielens(args.data_dir)
-    data.embeddings = encode_items(data, cfg, progress=False)
+    cfg, data = movielens_with_text(args.data_dir)
     inter = likes_from_matrix(data, load_official_split(data, args.split).train)
     _, report = train_model(data.items, data.embeddings, inter, cfg, calibrate=args.mode)
     print(f"split {args.split}, validation {report.validation}")

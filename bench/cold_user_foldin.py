@@ -36,20 +36,16 @@ def main() -> None:
     p.add_argument("--data-dir", help="ml-100k directory (default: $MIXREC_MOVIELENS_DIR or ../shared/data/ml-100k)")
     args = p.parse_args()
 
+    from bench.ml100k_text import movielens_with_text
     from fusion.features import FeatureWeights
-    from mixrec.config import load_config
-    from tools.datasets.embed import encode_items
-    from tools.datasets.movielens import load_movielens, load_official_split
+    from tools.datasets.movielens import load_official_split
     from tools.evaluation.adapter import MixrecEvalModel
     from tools.evaluation.baselines import LightFMGenres, LightFMParams, _mean_rows
     from tools.evaluation.metrics import item_popularity
     from tools.evaluation.protocols import _Accumulator
     from tools.evaluation.splits import protocol_splits
 
-    cfg = load_config(None)
-    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"no_components": 64, "epochs": 20})})
-    data = load_movielens(args.data_dir)
-    data.embeddings = encode_items(data, cfg, progress=False)
+    cfg, data = movielens_with_text(args.data_dir)
     cold = protocol_splits(data, data.extra["interactions"], warm=load_official_split(data, args.split),
                            cold_item_share=0.2, cold_user_share=0.2, n_known=5, seed=args.seed).cold_users
     liked = [q.liked_items for q in cold.queries]

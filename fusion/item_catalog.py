@@ -1,8 +1,8 @@
 """``ItemCatalog``: the catalogue's item metadata as columns, not one pydantic ``Item`` per row.
 
-Types, categories and tags are integer codes over vocabularies the catalogue grows (type labels
-are the catalogue's own: "product" / "video" / "audio" in the demo, anything else elsewhere) (tags as a CSR of codes per row); ids, titles,
-descriptions and media paths live in string tables (UTF-8 bytes + end offsets, two numpy arrays),
+Types, categories and tags are integer codes over vocabularies the catalogue grows (tags as a CSR
+of codes per row; type labels are the catalogue's own, "product" / "video" / "audio" in the demo);
+ids, titles, descriptions and media paths live in string tables (UTF-8 bytes + end offsets, two numpy arrays),
 so a saved catalogue is a handful of ``.npy`` files that load memory-mapped and workers on one host
 share. An ``Item`` is built on demand for the few rows a response, explanation or checkpoint needs.
 
@@ -287,8 +287,7 @@ class ItemCatalog:
         types = Vocabulary(vocabularies.get("types", DEMO_ITEM_TYPES))
         return cls(StringColumn.from_arrays(arrays, "item_id").all(), arrays["item_type"], types,
                    arrays["item_category"], Vocabulary(vocabularies["categories"]), arrays["item_tag_codes"],
-                   arrays["item_tag_ends"],
-                   Vocabulary(vocabularies["tags"]),
+                   arrays["item_tag_ends"], Vocabulary(vocabularies["tags"]),
                    {f: StringColumn.from_arrays(arrays, f"item_{f}") for f in (*TEXT_FIELDS, *MEDIA_FIELDS)})
 
 
@@ -364,8 +363,8 @@ class IdColumn(Sequence):
 
 
 class RowIndex(Mapping):
-    """Item id -> row for live rows ``< n`` of a catalogue (a later append's ids are not in it, nor
-    are tombstoned ones: the catalogue's index drops them, and ``alive`` says which rows a view saw live)."""
+    """Item id -> row for live rows ``< n`` of a catalogue: a later append's ids are not in it, nor
+    are rows ``alive`` marks dead (the mask the view was published with; None: all live)."""
 
     __slots__ = ("_catalog", "_n", "_alive")
 

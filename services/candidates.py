@@ -156,7 +156,11 @@ class AnnView:
 
 # ---------------------------------------------------------------------- building, persisting
 def type_codes_of(snap) -> tuple[np.ndarray, tuple[str, ...]]:
-    """(type code per row, the labels by code) of ``snap``."""
+    """(type code per row, the labels by code) of ``snap``: its item columns' own codes (a stand-in
+    snapshot without columns has them derived from its labels)."""
+    view = getattr(snap, "items", None)
+    if view is not None:
+        return view.type_codes, view.type_names
     names = snap.type_names
     code = {t: c for c, t in enumerate(names)}
     return np.fromiter((code[t] for t in snap.item_types), np.int8, len(snap.item_ids)), names

@@ -254,7 +254,7 @@ class RecommenderEngine:
         snap = self.model.snapshot
         return {
             "catalog": self.store.stats(),
-            "model": {"items": len(snap.item_ids) - (snap.items.n_dead if snap.alive is not None else 0),
+            "model": {"items": len(snap.item_ids) - snap.items.n_dead,
                       "users": len(snap.user_ids), "item_types": list(snap.type_names),
                       "interest_clusters": self.model.codebook.size, "shared_dim": self.model.space.dim,
                       "adjusted_config": self.model.space.adjustments(),
