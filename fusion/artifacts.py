@@ -76,6 +76,8 @@ def save_state(st: ModelState, directory) -> Path:
     if st.item_reprs is not None:
         arrays["item_repr"], arrays["item_bias"] = st.item_reprs
     catalog = st.items.catalog if hasattr(st.items, "catalog") else st.items
+    if getattr(st.items, "n_dead", 0):  # the exported rows' own mask, not the catalogue's of now
+        raise ValueError("save_state: the state holds tombstoned rows (export_state compacts them)")
     n = len(st.items)
     arrays.update({k: v for k, v in catalog.arrays(n).items()})
     for name, values in (("user_ids", st.user_ids), ("item_feature_names", st.item_fidx.names),

@@ -262,10 +262,8 @@ class ItemCatalog:
     # ------------------------------------------------------------------ persistence
     def arrays(self, n: int | None = None) -> dict[str, np.ndarray]:
         """The columns of rows ``:n`` (default all) as named arrays (fusion/artifacts.py saves them;
-        a saved catalogue has no dead rows: the model compacts before it exports its state)."""
+        the model exports a view with no dead rows, and later tombstones change no column)."""
         n = len(self.ids) if n is None else n
-        if self.n_dead and not self.alive.view()[:n].all():
-            raise ValueError("arrays: compact the catalogue first (it has tombstoned rows)")
         tag_ends = self.tag_ends.view()[:n]
         out = {"item_type": self.type_codes.view()[:n], "item_category": self.category.view()[:n],
                "item_tag_codes": self.tag_codes.view()[:int(tag_ends[-1]) if n else 0], "item_tag_ends": tag_ends}

@@ -295,3 +295,19 @@ def test_growable_views_are_prefixes_that_later_appends_never_change():
     stale = g.view()[:10]
     g._view = stale  # a view cached by a reader that raced an append: never handed out
     assert len(g.view()) == 53
+
+
+def test_a_state_exported_before_a_delete_still_saves(tmp_path, catalog):
+    """Checkpoints export under the lock and write after it: a tombstone in between must not stop
+    the write (the exported rows were all live), and the saved rows are the exported ones."""
+    from fusion import artifacts
+
+    model = HybridModel.train(catalog.items, catalog.embeddings, catalog.interactions, small_config(epochs=2))
+    items, emb = new_items(catalog, "jazz", 2, seed=11, prefix="late-gone")
+    model.add_items(items, emb)
+    st = model.export_state()
+    model.remove_items(["late-gone0"])  # tombstoned after the export
+    assert model.items.n_dead == 1
+    artifacts.save_state(st, tmp_path / "ckpt")
+    back = HybridModel.load(tmp_path / "ckpt")
+    assert "late-gone0" in back.snapshot.item_index and len(back.snapshot.item_ids) == len(st.items)
