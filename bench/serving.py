@@ -23,7 +23,9 @@ Phases (``--phases``, default all), each merging its figures into ``--out`` (JSO
   writes    per size, in a fresh subprocess: model work of add_items / remove_items of 16 items
             (``--write-batches`` batches; the first add, which moves the loaded arrays into growable
             buffers, reported apart), and the Recommender's metadata update after an add
-            (SnapshotMeta.build); ``--repeats`` runs of the largest size
+            (SnapshotMeta.build); recording feedback (add_interactions: 1 event, 16 users' events,
+            a new user's event; ``--write-history`` more stored events first); ``--repeats`` runs
+            of the largest size
   plot      bench/results/scaling.png from the JSON
 
 Usage: .venv/bin/python bench/serving.py [--sizes 10000,100000,1000000] [--quick] [--phases latency,plot]
@@ -287,7 +289,50 @@ def phase_memory(args) -> None:
         merge_results(args.out, "memory", results)
 
 
-def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
+def feedback_timings(model, rng, batches: int, batch: int, history: int, pool: int) -> dict:
+    """Model work of recording feedback (``HybridModel.add_interactions``), ms per call: one event of
+    a known user, ``batch`` events of as many known users, one event of a new user. ``history``
+    extra stored events first (over ``history // 20`` new users), to show how the cost grows with
+    the stored history rather than the catalogue. Events name the first ``pool`` items only (the
+    catalogue as built), so the items the run added stay unliked for the delete timings."""
+    from mixrec.catalog import Interaction
+
+    ids = model.snapshot.item_ids[:pool]
+    out: dict = {"stored_events_before": sum(len(r) for r in model.positives.values())}
+    if history:
+        n_users = max(1, history // 20)
+        picks = rng.integers(0, len(ids), history)
+        t = time.perf_counter()
+        model.add_interactions([Interaction(f"hist{k % n_users}", ids[int(j)], "like", 1.0, 1.7e9 + k)
+                                for k, j in enumerate(picks)])
+        out["history_added"] = history
+        out["history_add_s"] = round(time.perf_counter() - t, 2)
+    users = list(model.snapshot.user_ids)
+    out["stored_events"] = sum(len(r) for r in model.positives.values())
+    out["users"] = len(users)
+
+    def timed(make) -> list[float]:
+        ms = []
+        for b in range(batches):
+            events = make(b)
+            t = time.perf_counter()
+            model.add_interactions(events)
+            ms.append((time.perf_counter() - t) * 1000)
+        return ms
+
+    def like(user: str, b: int) -> Interaction:
+        return Interaction(user, ids[int(rng.integers(len(ids)))], "like", 1.0, 1.8e9 + b)
+
+    one = timed(lambda b: [like(users[int(rng.integers(len(users)))], b)])
+    many = timed(lambda b: [like(users[int(u)], b) for u in rng.choice(len(users), batch, replace=False)])
+    new = timed(lambda b: [like(f"fb-new-{b}", b)])
+    med = lambda xs: round(float(np.median(xs)), 2)  # noqa: E731
+    out.update(feedback_1_ms_median=med(one), feedback_1_ms_max=round(max(one), 2),
+               feedback_batch_ms_median=med(many), feedback_new_user_ms_median=med(new))
+    return out
+
+
+def writes_worker(n: int, work: Path, batches: int, batch: int = 16, history: int = 0) -> dict:
     from fusion.hybrid import HybridModel
     from mixrec.catalog import Item
     from mixrec.embeddings import ItemEmbeddings
@@ -318,8 +363,9 @@ def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
         t = time.perf_counter()
         meta = SnapshotMeta.build(model.snapshot, previous=meta)
         meta_ms.append((time.perf_counter() - t) * 1000)
-    # Deletes: catalogue items picked at random (a batch with an item someone liked also redoes the
-    # user side, O(interactions)), then the items this run added (nobody liked them).
+    feedback = feedback_timings(model, rng, batches, batch, history, n)
+    # Deletes: catalogue items picked at random (a batch with an item someone liked also recomputes
+    # those users' rows), then the items this run added (nobody liked them).
     ids = list(model.snapshot.item_ids)[:n]
     picks = rng.choice(len(ids), size=(batches, batch), replace=False)
     liked = {i for row in model.positives.values() for i in row}
@@ -354,19 +400,22 @@ def writes_worker(n: int, work: Path, batches: int, batch: int = 16) -> dict:
             "snapshot_meta_ms_median": med(meta_ms[1:]), "delete_ms_median": med(del_ms),
             "delete_ms_max": round(max(del_ms), 2), "delete_batches_with_a_liked_item": del_liked,
             "delete_unliked_ms_median": med(del_added_ms), "meta_after_delete_ms_median": med(del_meta_ms),
-            "meta_after_delete_ms_max": round(max(del_meta_ms), 2), "rss_mb": round(vm_rss_mb(), 1)}
+            "meta_after_delete_ms_max": round(max(del_meta_ms), 2), "feedback": feedback, "rss_mb": round(vm_rss_mb(), 1)}
 
 
 def phase_writes(args) -> None:
     results = json.loads(args.out.read_text()).get("writes", {}) if args.out.exists() else {}
     top = max(args.sizes)
     for n in args.sizes:
-        runs = [_result(_worker("--writes-worker", n, args, ["--write-batches", str(args.write_batches)]),
+        runs = [_result(_worker("--writes-worker", n, args, ["--write-batches", str(args.write_batches),
+                                                              "--write-history", str(args.write_history)]),
                         args.worker_timeout) for _ in range(args.repeats if n == top else 1)]
         entry = {"runs": runs, "load_avg": [round(x, 2) for x in os.getloadavg()]}
         for key in ("add_ms_median", "first_add_ms", "snapshot_meta_ms_median", "delete_ms_median",
                     "delete_unliked_ms_median", "meta_after_delete_ms_median"):
             entry[key] = _spread(runs, key)
+        for key in ("feedback_1_ms_median", "feedback_batch_ms_median", "feedback_new_user_ms_median"):
+            entry[key] = _spread([r["feedback"] for r in runs], key)
         results[str(n)] = entry
         print(f"[writes] {n}: {json.dumps({k: v for k, v in entry.items() if k != 'runs'})}", flush=True)
         merge_results(args.out, "writes", results)
@@ -722,6 +771,8 @@ def main() -> None:
     p.add_argument("--worker-timeout", type=int, default=580)
     p.add_argument("--repeats", type=int, default=3, help="runs of the largest size (memory, writes)")
     p.add_argument("--write-batches", type=int, default=20)
+    p.add_argument("--write-history", type=int, default=0,
+                   help="writes: stored events added before the feedback timings (cost vs history)")
     p.add_argument("--latency-worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--memory-worker", type=int, help=argparse.SUPPRESS)
     p.add_argument("--writes-worker", type=int, help=argparse.SUPPRESS)
@@ -734,7 +785,7 @@ def main() -> None:
         print(json.dumps(memory_worker(args.memory_worker, args.work, args.hold)))
         return
     if args.writes_worker:
-        print(json.dumps(writes_worker(args.writes_worker, args.work, args.write_batches)))
+        print(json.dumps(writes_worker(args.writes_worker, args.work, args.write_batches, history=args.write_history)))
         return
     args.sizes = [int(s) for s in args.sizes.split(",")]
     if args.quick:

@@ -32,6 +32,8 @@ from fusion.interests import history_interests, top_clusters
 from fusion.growable import Growable
 from fusion.item_catalog import CatalogView, ItemCatalog
 from fusion.item_state import ItemReprs, ItemRows
+from fusion.rows import with_dense_rows, with_rows
+from fusion.user_state import UserRows
 from fusion.model_state import CACHE_FIELDS, ModelState
 from fusion.query import QueryBlend
 from fusion.reader import SnapshotReader
@@ -81,6 +83,7 @@ class HybridModel(SnapshotReader):
         self._item_rows: ItemRows | None = None
         self._growing: dict[str, Growable] = {}  # append-only buffers behind the per-item arrays
         self._reprs: ItemReprs | None = None
+        self._user_rows: UserRows | None = None  # user feature rows of the published snapshot
         self._trained_version = 0  # bumped whenever LightFM's item parameters may have changed
         self._lock = threading.RLock()
         self._snap: Snapshot | None = None
@@ -149,12 +152,15 @@ class HybridModel(SnapshotReader):
         g.append(values)
         return g.view()
 
-    def _ingest(self, interactions: Iterable[Interaction]) -> set[str]:
+    def _ingest(self, interactions: Sequence[Interaction]) -> set[str]:
+        """Apply ``interactions`` to the positives; returns the users whose positives changed. A batch
+        naming an unknown item changes nothing (checked before any is applied)."""
         index = self.items.index
-        touched = set()
         for r in interactions:
             if r.item_id not in index:
                 raise UnknownItemError(f"interaction for unknown item {shown(r.item_id)}")
+        touched = set()
+        for r in interactions:
             signed = signed_weight(self.event_rules, r.event, r.weight)
             if signed == 0:  # a "seen" event, an unknown type or zero weight: nothing to learn
                 continue
@@ -173,10 +179,12 @@ class HybridModel(SnapshotReader):
             touched.add(r.user_id)
         return touched
 
-    def _interaction_matrix(self) -> sp.coo_matrix:
-        """Users x items summed positive weights (recency-decayed), built with numpy over all pairs."""
+    def _interaction_matrix(self, users: Sequence[str] | None = None) -> sp.coo_matrix:
+        """Users x items summed positive weights (recency-decayed), one row per user of ``users``
+        (default every user); a user's row depends on their own events only."""
         index = self.items.index
-        users, pos = self.user_ids, self.positives
+        users = self.user_ids if users is None else users
+        pos = self.positives
         sizes = np.fromiter((len(pos[u]) for u in users), np.int64, len(users))
         total = int(sizes.sum())
         rows = np.repeat(np.arange(len(users), dtype=np.int32), sizes)
@@ -190,7 +198,7 @@ class HybridModel(SnapshotReader):
             when = np.fromiter((self.pair_time.get(u, empty).get(i, np.nan) for u in users for i in pos[u]),
                                np.float64, total)
             vals = vals * recency_decay(newest - np.where(np.isnan(when), newest, when), half_life)
-        return sp.coo_matrix((vals.astype(np.float32), (rows, cols)), shape=(len(self.user_ids), len(self.items)))
+        return sp.coo_matrix((vals.astype(np.float32), (rows, cols)), shape=(len(users), len(self.items)))
 
     def _item_features(self, assign: SoftAssignment, identity: Sequence[bool] | None = None,
                        rows: Sequence[int] | None = None) -> sp.csr_matrix:
@@ -263,9 +271,10 @@ class HybridModel(SnapshotReader):
         target = np.hstack([item_x @ lfm.item_embeddings, (item_x @ lfm.item_biases)[:, None]])
         self.cold_map = ContentToCollab.fit(x[warm], target[warm], counts[warm])
 
-    def _user_features(self, interest: np.ndarray) -> sp.csr_matrix:
+    def _user_features(self, interest: np.ndarray, users: Sequence[str] | None = None) -> sp.csr_matrix:
+        """Feature rows of ``users`` (default every user; ``interest`` holds one row per user)."""
         top = top_clusters(interest, self.codebook.top)
-        rows = [user_feature_row(uid, top, self.weights, row=u) for u, uid in enumerate(self.user_ids)]
+        rows = [user_feature_row(uid, top, self.weights, row=u) for u, uid in enumerate(self.user_ids if users is None else users)]
         return rows_to_csr(rows, self.user_fidx)
 
     def _fit(self, epochs: int, progress: bool) -> None:
@@ -334,10 +343,7 @@ class HybridModel(SnapshotReader):
             item_repr, item_bias = np.zeros((item_x.shape[0], k), np.float32), np.zeros(item_x.shape[0], np.float32)
             user_repr, user_bias = np.zeros((user_x.shape[0], k), np.float32), np.zeros(user_x.shape[0], np.float32)
             user_emb, user_b = np.zeros((user_x.shape[1], k), np.float32), np.zeros(user_x.shape[1], np.float32)
-        seen = inter.copy().tocsr()
-        seen.data = np.ones_like(seen.data, dtype=np.float32)
-        cluster_cols = np.array([self.user_fidx.col(f"c:{c}") if f"c:{c}" in self.user_fidx else -1
-                                 for c in range(self.codebook.size)], np.int64)
+        seen = _binary(inter)
         view = self.items.view()
         # Item content arrays are shared with the model, not copied: writers replace them (never
         # write in place), and read-only flags turn any accidental in-place write into an error.
@@ -348,11 +354,66 @@ class HybridModel(SnapshotReader):
             item_repr=item_repr, item_bias=item_bias,
             user_ids=tuple(self.user_ids), user_repr=np.asarray(user_repr, np.float32),
             user_bias=np.asarray(user_bias, np.float32), user_feature_emb=np.asarray(user_emb, np.float32),
-            user_feature_bias=np.asarray(user_b, np.float32), user_cluster_cols=cluster_cols, seen=seen,
+            user_feature_bias=np.asarray(user_b, np.float32), user_cluster_cols=self._cluster_cols(), seen=seen,
             counts=np.asarray(seen.sum(axis=0)).ravel().astype(np.float32), fused=self.fused,
             per_modality=dict(self.per_modality), masks=dict(self.masks), item_assign=assign, user_interest=interest,
             item_index=view.index, user_index={uid: u for u, uid in enumerate(self.user_ids)},
             user_trained=np.array([uid in self.trained_users for uid in self.user_ids], bool), items=view)
+        self._user_rows = UserRows(user_x, self._snap.user_repr, self._trained_version)
+
+    def _cluster_cols(self) -> np.ndarray:
+        return np.array([self.user_fidx.col(f"c:{c}") if f"c:{c}" in self.user_fidx else -1
+                         for c in range(self.codebook.size)], np.int64)
+
+    def _publish_users(self, touched: set[str]) -> bool:
+        """Publish the current snapshot with the rows of users ``touched`` (their positives changed;
+        new users were appended to ``user_ids``) recomputed: every other user's row depends on nothing
+        that changed, so this equals a full ``_refresh`` at O(touched users' events) in Python.
+        False (nothing published) when the snapshot's user side is not the cached one, LightFM was
+        never trained, or the snapshot does not cover every item row."""
+        snap, cache = self._snap, self._user_rows
+        if (snap is None or cache is None or not cache.describes(snap.user_repr, self._trained_version)
+                or self._item_rows is None or len(snap.item_ids) != len(self.items)
+                or not lightfm_state.is_initialised(self.lfm)):
+            return False
+        n_old = len(snap.user_ids)
+        if not touched:
+            return True
+        known = snap.user_index
+        fresh = self.user_ids[n_old:]  # _ingest appends new users
+        fresh_rows = {uid: n_old + j for j, uid in enumerate(fresh)}
+        rows = np.array(sorted(known[u] if u in known else fresh_rows[u] for u in touched), np.int64)
+        users = [self.user_ids[r] for r in rows]
+        inter = self._interaction_matrix(users).tocsr()
+        interest = history_interests(inter, self._item_state().assign, self.codebook.size)
+        user_x_rows = self._user_features(interest, users)
+        lfm = self.lfm
+        lightfm_state.grow(lfm, lfm.item_embeddings.shape[0], len(self.user_fidx))
+        user_emb, user_b = snap.user_feature_emb, snap.user_feature_bias
+        if lfm.user_embeddings.shape[0] > user_emb.shape[0]:  # new user features: zero rows until trained
+            user_emb = np.concatenate([user_emb, lfm.user_embeddings[user_emb.shape[0]:]])
+            user_b = np.concatenate([user_b, lfm.user_biases[user_b.shape[0]:]])
+        user_repr = with_dense_rows(snap.user_repr, rows, np.asarray(user_x_rows @ user_emb, np.float32))
+        user_bias = with_dense_rows(snap.user_bias, rows, np.asarray(user_x_rows @ user_b, np.float32))
+        seen_rows = _binary(inter)
+        counts = snap.counts.copy()
+        old = rows[rows < n_old]
+        np.subtract.at(counts, snap.seen[old].indices, 1.0)
+        np.add.at(counts, seen_rows.indices, 1.0)
+        counts.flags.writeable = False
+        changes = {}
+        if fresh:
+            user_index = dict(known)
+            user_index.update(fresh_rows)
+            changes = dict(user_ids=tuple(self.user_ids), user_index=user_index,
+                           user_trained=np.concatenate([snap.user_trained, [uid in self.trained_users for uid in fresh]]))
+        self._snap = replace(snap, user_repr=user_repr, user_bias=user_bias, user_feature_emb=user_emb,
+                             user_feature_bias=user_b, user_cluster_cols=self._cluster_cols(),
+                             seen=with_rows(snap.seen, rows, seen_rows, snap.seen.shape[1]), counts=counts,
+                             user_interest=with_dense_rows(snap.user_interest, rows, interest), **changes)
+        self._user_rows = UserRows(with_rows(cache.features, rows, user_x_rows, len(self.user_fidx)), user_repr,
+                                   self._trained_version)
+        return True
 
     def _publish_appended(self, n_old: int) -> bool:
         """Publish items ``n_old:`` (just appended) by extending the current snapshot's item fields:
@@ -383,10 +444,11 @@ class HybridModel(SnapshotReader):
         return True
 
     def _publish_kept(self, keep: np.ndarray) -> bool:
-        """Publish the current snapshot minus the rows not in ``keep`` (items without positives were
-        removed): user vectors, interests and clusters do not depend on them, so this equals a full
-        ``_refresh`` without its user-side work. False (nothing published) when the snapshot is not
-        the one ``keep`` was taken over or the item rows are not cached."""
+        """Publish the current snapshot minus the rows not in ``keep``: the user side of users who
+        had no positive on a removed row does not depend on them, so this equals a full ``_refresh``
+        for them (the users who had one are recomputed by ``_publish_users`` after it). False
+        (nothing published) when the snapshot is not the one ``keep`` was taken over or the item
+        rows are not cached."""
         snap = self._snap
         if snap is None or self._item_rows is None or len(snap.item_ids) != len(keep):
             return False
@@ -447,10 +509,10 @@ class HybridModel(SnapshotReader):
                 self._refresh()
 
     def remove_items(self, item_ids: Sequence[str]) -> None:
-        """Items nobody liked are tombstoned: their rows stay, marked dead, until a compaction (at
-        the next training run, export, or once dead rows pass ``MAX_DEAD_SHARE`` of the catalogue),
-        so deleting B of them costs O(B) plus a one-byte-per-row mask copy. Removing an item someone
-        liked changes users' state: that compacts and redoes the user side, as any removal did before."""
+        """Removed items are tombstoned: their rows stay, marked dead, until a compaction (at the
+        next training run, export, or once dead rows would pass ``MAX_DEAD_SHARE`` of the catalogue),
+        so deleting B items costs O(B) plus a one-byte-per-row mask copy, and the rows of the users
+        who liked one of them are recomputed (their positives lose it)."""
         with self._lock:
             drop = set(item_ids)
             index = self.items.index
@@ -459,26 +521,31 @@ class HybridModel(SnapshotReader):
                 raise UnknownItemError(f"unknown item ids: {shown_list(sorted(unknown))}")
             rows = np.fromiter((index[i] for i in drop), np.int64, len(drop))
             snap = self._snap
+            current = snap is not None and len(snap.counts) == len(self.items)
             # Positives per item are the snapshot's counts (every write that changes positives publishes).
-            liked_any = snap is None or len(snap.counts) != len(self.items) or bool(np.any(snap.counts[rows] > 0))
-            if not liked_any and self.items.n_dead + len(rows) <= MAX_DEAD_SHARE * len(self.items):
+            touched = self._forget_items(drop) if not current or np.any(snap.counts[rows] > 0) else set()
+            if current and self.items.n_dead + len(rows) <= MAX_DEAD_SHARE * len(self.items):
                 self.items.tombstone(rows)
                 view = self.items.view()
                 self._snap = replace(snap, item_ids=view.ids, item_index=view.index, items=view)
+                if not self._publish_users(touched):
+                    self._refresh()
                 return
             keep = np.array(self.items.alive.view())
             keep[rows] = False
             self._drop_rows(keep)
-            liked = 0
-            if liked_any:
-                for table in (self.positives, self.pair_time):
-                    for row in table.values():
-                        for iid in drop & row.keys():
-                            del row[iid]
-                            liked += 1
-            # Items nobody liked leave every user's state as it was: publish by removing their rows.
-            if liked or not self._publish_kept(keep):
+            if not (self._publish_kept(keep) and self._publish_users(touched)):
                 self._refresh()
+
+    def _forget_items(self, drop: set[str]) -> set[str]:
+        """Remove items ``drop`` from every user's positives; returns the users who had one."""
+        touched = set()
+        for table in (self.positives, self.pair_time):
+            for uid, row in table.items():
+                for iid in drop & row.keys():
+                    del row[iid]
+                    touched.add(uid)
+        return touched
 
     def _drop_rows(self, keep: np.ndarray) -> None:
         """Keep only item rows ``keep`` (bool mask over every row, dead ones False) in the model's
@@ -503,8 +570,9 @@ class HybridModel(SnapshotReader):
     def add_interactions(self, interactions: Iterable[Interaction]) -> None:
         """Record feedback. Seen-items and interest tokens update at once; embeddings at ``fit_partial``."""
         with self._lock:
-            self._ingest(list(interactions))
-            self._refresh()
+            touched = self._ingest(list(interactions))
+            if not self._publish_users(touched):
+                self._refresh()
 
     def fit_partial(self, epochs: int = 1, progress: bool = False) -> None:
         self._fit(epochs, progress)
@@ -611,6 +679,13 @@ class HybridModel(SnapshotReader):
     @classmethod
     def load_from_model_store(cls, tag: str, expected_encoders: dict[str, dict] | None = None) -> "HybridModel":
         return cls.from_state(artifacts.load_state_from_model_store(tag, expected_encoders))
+
+
+def _binary(inter: sp.spmatrix) -> sp.csr_matrix:
+    """The positives' pattern as ones (``seen``)."""
+    seen = inter.copy().tocsr()
+    seen.data = np.ones_like(seen.data, dtype=np.float32)
+    return seen
 
 
 def _copied(value):

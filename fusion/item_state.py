@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from fusion.codebook import SoftAssignment
 from fusion.growable import Growable, GrowingCSR
+from fusion.rows import with_rows
 
 
 @dataclass(frozen=True)
@@ -40,11 +41,7 @@ class ItemRows:
         """Feature rows ``changed`` replaced by ``features``. A row gather over [old rows; new rows] keeps
         each row's column order (a full rebuild's), so scores match a rebuilt (e.g. reloaded) model
         bit for bit."""
-        n = self.features.shape[0]
-        order = np.arange(n)
-        order[changed] = n + np.arange(len(changed))
-        x = sp.vstack([widen(self.features, features.shape[1]), features], format="csr")[order]
-        return ItemRows(self.assign, self.tokens, x)
+        return ItemRows(self.assign, self.tokens, with_rows(self.features, changed, features, features.shape[1]))
 
 
 class RowBuffers:
@@ -89,9 +86,3 @@ class ItemReprs:
                 and self.cold_map is cold_map and self.cold_map_weight == cold_map_weight)
         return len(self.repr) if same else 0
 
-
-def widen(x: sp.csr_matrix, width: int) -> sp.csr_matrix:
-    """``x`` with ``width`` columns (new feature columns are empty), sharing its arrays."""
-    if x.shape[1] == width:
-        return x
-    return sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], width))

@@ -29,6 +29,8 @@ class SnapshotReader:
         return self._snap
 
     def item_ids(self) -> list[str]:
+        """The id of each row of ``score_all``, deleted (tombstoned) rows included: ``item_index``
+        holds the live ones."""
         return list(self._snap.item_ids)
 
     def item_index(self) -> dict[str, int]:

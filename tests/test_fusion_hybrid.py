@@ -208,8 +208,7 @@ def test_remove_items_and_forget_user(model, catalog):
     gone = [catalog.items[0].item_id, catalog.items[1].item_id]
     n = len(model.item_ids())
     model.remove_items(gone)
-    assert len(model.score_all(list(catalog.user_tastes)[0])) == n - 2
-    assert not set(gone) & set(model.item_ids())
+    assert len(model.item_index()) == n - 2 and not set(gone) & set(model.item_index())
     user = list(catalog.user_tastes)[1]
     col = model.user_fidx.col(f"u:{user}")
     model.forget_user(user)
@@ -241,3 +240,94 @@ def test_scoring_while_fit_partial_runs(model, catalog):
     stop.set()
     t.join()
     assert not errors
+
+
+USER_FIELDS = ("user_repr", "user_bias", "user_feature_emb", "user_feature_bias", "user_cluster_cols", "counts",
+               "user_interest", "user_trained")
+
+
+def assert_same_user_side(a, b):
+    assert a.user_ids == b.user_ids and a.user_index == b.user_index
+    for name in USER_FIELDS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert x.shape == y.shape and np.array_equal(x, y), name
+    assert a.seen.shape == b.seen.shape and (a.seen != b.seen).nnz == 0
+
+
+def test_recorded_feedback_patches_the_users_it_touched_and_equals_a_full_refresh(model, catalog, monkeypatch):
+    """Recording feedback recomputes only the touched users' rows (no pass over every user and
+    event), and the published user side equals the one a full refresh builds, batch after batch,
+    across new users, dislikes that drop a positive, events that change nothing, new user features,
+    and item writes in between."""
+    model.recency_half_life_days = 2.0
+    users = list(catalog.user_tastes)
+    ids = [it.item_id for it in catalog.items]
+    rng = np.random.default_rng(3)
+    liked_by_0 = next(iter(model.positives[users[0]]))
+    batches = [
+        [Interaction(users[0], ids[5], "like", 1.0, 1e9), Interaction(users[1], ids[7], "like", 2.0, 1e9 + 5)],
+        [Interaction("new-a", ids[9], "like", 1.0, 1e9 + 9), Interaction("new-b", ids[9], "like", 1.0, 1e9 + 9)],
+        [Interaction(users[0], liked_by_0, "dislike", 5.0, 1e9 + 20)],  # net negative: the positive goes
+        [Interaction(users[2], ids[11], "view", 0.0, 1e9 + 30)],  # nothing to learn
+        [Interaction(users[int(u)], ids[int(i)], "like", 1.0, 1e9 + 40 + j)
+         for j, (u, i) in enumerate(zip(rng.integers(0, len(users), 20), rng.integers(0, len(ids), 20)))],
+        [Interaction("new-a", ids[3], "like", 1.0, 1e9 + 400 * 86400)],  # a year later: older pairs decay
+    ]
+
+    def no_full_refresh(*a, **k):
+        raise AssertionError("a feedback write rebuilt every user")
+
+    for half, writes in enumerate((batches[:3], batches[3:])):
+        with monkeypatch.context() as m:
+            m.setattr(model, "_fit", no_full_refresh)
+            for batch in writes:
+                model.add_interactions(batch)
+            if half:  # item writes in between keep the user side
+                items, emb = new_items(catalog, "travel", 2, seed=9, prefix="mid")
+                model.add_items(items, emb)
+                model.remove_items(["mid1"])
+                model.add_interactions([Interaction("new-c", "mid0", "like", 1.0, 1e9 + 50)])
+        patched = model.snapshot
+        assert "new-a" in patched.user_index and liked_by_0 not in model.positives[users[0]]
+        recs = {u: [r.item_id for r in model.recommend(u, k=10)] for u in ("new-a", users[0], users[1])}
+        model._refresh()
+        assert_same_user_side(patched, model.snapshot)
+        assert recs == {u: [r.item_id for r in model.recommend(u, k=10)] for u in recs}
+    assert "new-c" in model.snapshot.user_index and "mid1" not in model.item_index()
+
+
+def test_removing_liked_items_tombstones_them_and_recomputes_only_their_fans(model, catalog, monkeypatch):
+    """A delete of items someone liked is a tombstone too (no item copy): the users who liked one
+    lose it and get their rows recomputed; everyone else's rows stay; a full refresh agrees."""
+    users = list(catalog.user_tastes)
+    liked = [next(iter(model.positives[u])) for u in users[:3]]
+    fans = {u for u, row in model.positives.items() if set(liked) & row.keys()}
+    before = model.snapshot
+    with monkeypatch.context() as m:
+        m.setattr(model, "_fit", lambda *a, **k: pytest.fail("a delete rebuilt every user"))
+        model.remove_items(liked)
+    patched = model.snapshot
+    assert patched.item_repr is before.item_repr and (~patched.alive).sum() == len(liked)
+    assert not set(liked) & set(patched.item_index) and len(patched.item_index) == len(before.item_index) - len(liked)
+    assert all(not set(liked) & model.positives[u].keys() for u in fans)
+    dead = np.flatnonzero(~patched.alive)
+    assert patched.seen[:, dead].nnz == 0 and not patched.counts[dead].any()
+    assert not {r.item_id for u in fans for r in model.recommend(u, k=30)} & set(liked)
+    others = [before.user_index[u] for u in users if u not in fans]
+    assert np.array_equal(patched.user_repr[others], before.user_repr[others])
+    model._refresh()
+    assert_same_user_side(patched, model.snapshot)
+    model.fit_partial(epochs=1)  # training compacts: the dead rows go for good
+    assert model.snapshot.alive is None and len(model.snapshot.item_ids) == len(before.item_ids) - len(liked)
+
+
+def test_a_feedback_batch_naming_an_unknown_item_changes_nothing(model, catalog):
+    user = list(catalog.user_tastes)[0]
+    before = {u: dict(r) for u, r in model.positives.items()}
+    snap = model.snapshot
+    with pytest.raises(UnknownItemError):
+        model.add_interactions([Interaction(user, catalog.items[7].item_id, "like", 1.0),
+                                Interaction("someone-new", catalog.items[8].item_id, "like", 1.0),
+                                Interaction(user, "no-such-item", "like", 1.0)])
+    assert model.positives == before and "someone-new" not in model.user_ids
+    assert model.snapshot is snap
