@@ -48,16 +48,17 @@ async def _call_with_retries(method: Callable[[list], Awaitable[Any]], payload: 
     for delay in (*ENCODER_RETRY_DELAYS_S, None):
         try:
             return await method(payload)
+        except (httpx.TimeoutException, asyncio.TimeoutError) as e:  # first: aiohttp's read timeout is a connection error too
+            raise UnavailableError(f"the {what} encoder did not answer in time ({type(e).__name__}); retry "
+                                   "later") from None
         except (ServiceUnavailable, httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout,
-                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError,
-                aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+                httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError, aiohttp.ClientConnectionError) as e:
+            # aiohttp.ClientConnectionError also covers "Connector is closed": BentoML 1.4's dependency
+            # client closes its session every 100 requests while concurrent calls may still hold it.
             if delay is None:
                 raise UnavailableError(f"the {what} encoder is unavailable (overloaded or restarting), retry "
                                        f"later: {type(e).__name__}") from None
             await asyncio.sleep(delay)
-        except (httpx.TimeoutException, asyncio.TimeoutError) as e:
-            raise UnavailableError(f"the {what} encoder did not answer in time ({type(e).__name__}); retry "
-                                   "later") from None
         except BentoMLException as e:
             if int(e.error_code) < 500:
                 raise

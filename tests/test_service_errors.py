@@ -83,6 +83,33 @@ def test_a_refused_connection_is_retried_then_a_503(encoder_client, monkeypatch)
     assert len(calls) == 3
 
 
+def test_a_call_on_a_dependency_session_closed_under_it_is_retried(encoder_client, monkeypatch):
+    """BentoML 1.4's dependency client (proxy2.SessionManager) closes its aiohttp session every 100
+    requests; a concurrent call that already took that session fails with "Connector is closed".
+    Seen as two 500s of recommend_by_query in a 60 s x 32-client load run; encoding is idempotent,
+    so it is retried (on a new session) like a dropped connection."""
+    import aiohttp
+
+    monkeypatch.setattr(encoder_client, "ENCODER_RETRY_DELAYS_S", (0.0, 0.0))
+    calls = []
+
+    async def refreshed(payload):
+        calls.append(payload)
+        if len(calls) == 1:
+            raise aiohttp.ClientConnectionError("Connector is closed.")
+        return [[1.0]]
+
+    assert asyncio.run(encoder_client.call_encoder(refreshed, ["x"], "text")) == [[1.0]] and len(calls) == 2
+
+    async def timed_out(payload):  # aiohttp's read timeout is a ClientConnectionError too: still not retried
+        calls.append(payload)
+        raise aiohttp.ServerTimeoutError("Timeout on reading data from socket")
+
+    with pytest.raises(UnavailableError, match="did not answer in time"):
+        asyncio.run(encoder_client.call_encoder(timed_out, ["x"], "text"))
+    assert len(calls) == 3
+
+
 def test_echoed_values_are_cut(recommender):
     huge = "x" * 1_000_000
     assert len(shown(huge)) < 120
