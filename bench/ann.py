@@ -80,7 +80,8 @@ def _variant(engine, snap, users, opts, exact_tops, spec: str, store: Path) -> d
             "load_seconds": round(loaded["last_load_seconds"], 3), "ann_mb": round(d["bytes"] / 2 ** 20, 1),
             "disk_mb": round(disk / 2 ** 20, 1), "rss_mb_added_by_load": round(vm_rss_mb() - rss1, 1),
             "rss_mb_before_build": round(rss0, 1), "ann": ann, "recall_at_10": round(recall, 4),
-            "searches": d["searches"], "widenings": d["widenings"], "exact_fallbacks": d["exact_fallbacks"],
+            "searches": d["searches"], "widenings": d["widenings"], "reentries": d["reentries"],
+            "exact_fallbacks": d["exact_fallbacks"],
             "exact_small": d["exact_small"],
             "exact_fallback_rate": round(d["exact_fallbacks"] / max(d["searches"], 1), 5),
             "sampled_candidate_recall": d["recall"], "recall_samples": d["recall_samples"]}

@@ -7,11 +7,16 @@ filtered results are still k items whenever k pass the filter. When the filter i
 so tight that few items pass (``exact_below`` or fewer), the query runs exactly over
 the items that pass: small filtered sets stay exact.
 
-An honest ANN path: when a filtered graph walk comes back with fewer than k results (a
-tight filter starves the beam), the search is retried with a wider beam (``efSearch`` x4
-each time, up to ``ef_max``) before anything runs exactly; an unfiltered walk that comes
-back short has exhausted what it can reach (widening repeats it) and runs exactly at once; ``SearchCounters`` counts searches,
-widenings and the exact fallbacks that remain, so the tail is visible, not silent.
+An honest ANN path: when a filtered graph walk comes back with fewer than k results (a tight
+filter starves the beam), it is retried with a wider beam (``efSearch`` x4 each time, up to
+``ef_max``). An unfiltered short walk has visited everything reachable from where the greedy
+descent landed (a small island of the directed inner-product graph; at 1M items ~8% of per-type
+walks end in one) and widening would walk it again: it is walked again at once from other entry
+points, the ``REENTRY_POINTS`` of a fixed sample of ``PIVOTS`` nodes that score best for the query
+(~0.2 ms where an exact scan of the type costs ~6 ms), as is a filtered walk still short at
+``ef_max``; the two walks' results are merged. Only what is still short runs exactly.
+``SearchCounters`` counts searches, widenings, re-entries and the exact fallbacks that remain,
+so the tail is visible, not silent.
 
 One copy of the vectors: the faiss index's own storage (an ``IndexFlatIP`` while exact,
 the HNSW's flat storage once it exists), read in place for exact scans. Id maps are
@@ -32,12 +37,17 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
+PIVOTS = 1024  # nodes sampled per HNSW index as candidate entry points for a walk that came back short
+REENTRY_POINTS = 32  # of those, the ones scoring best for the query start the walk again (at 1M, 8 left 32
+# of 171 dead ends short, 32 none: bench/ann_reentry.py)
+
 
 @dataclass
 class SearchCounters:
     """How the HNSW searches of one owner went (shared by its per-type indexes; read by the metrics)."""
 
     searches: int = 0  # HNSW searches asked for (first tries)
+    reentries: int = 0  # short walks walked again from the pivots nearest the query
     widenings: int = 0  # retries with a wider beam after a short answer
     exact_fallbacks: int = 0  # searches still short at ``ef_max``, answered by an exact scan
     exact_small: int = 0  # searches whose filter let ``exact_below`` or fewer items through (exact by design)
@@ -50,7 +60,7 @@ class SearchCounters:
 
     def as_dict(self) -> dict:
         with self._lock:
-            return {"searches": self.searches, "widenings": self.widenings,
+            return {"searches": self.searches, "reentries": self.reentries, "widenings": self.widenings,
                     "exact_fallbacks": self.exact_fallbacks, "exact_small": self.exact_small}
 
 
@@ -71,6 +81,7 @@ class CandidateIndex:
         self._where = np.zeros(0, dtype=np.int64)  # id -> position, -1 when absent
         self._size = 0  # positions in use (alive or tombstoned)
         self._live = 0
+        self._pivots: tuple[faiss.Index, np.ndarray, np.ndarray] | None = None  # (index, positions, vectors)
 
     # ------------------------------------------------------------------ state
 
@@ -295,7 +306,9 @@ class CandidateIndex:
         return self._ids[positions[top]].copy(), scores[top].astype(np.float32)
 
     def _search_hnsw(self, q: np.ndarray, k: int, ok: np.ndarray, filtered: bool):
-        """HNSW with the beam widened (efSearch x4) while it comes back short; None: still short at ``ef_max``."""
+        """HNSW; a filtered walk that comes back short is retried with the beam widened (efSearch x4; a
+        tight filter starves the beam), and a walk still short at ``ef_max`` (unfiltered: at once) is
+        walked again from the pivots nearest the query. None: still short after that."""
         sel = faiss.IDSelectorBitmap(np.packbits(ok, bitorder="little")) if filtered else None  # bit i: byte i>>3
         ef = min(max(self.ef_search, 2 * k), max(self.ef_max, 2 * k))
         self.counters.add(searches=1)
@@ -304,13 +317,57 @@ class CandidateIndex:
                 faiss.SearchParametersHNSW(efSearch=ef)
             scores, pos = self._index.search(q[None, :], k, params=params)
             pos, scores = pos[0], scores[0]
+            if int((pos >= 0).sum()) < k and (ef >= self.ef_max or (sel is None and ef >= k)):
+                # Unfiltered, a beam of k or more has visited every node reachable from where the descent
+                # landed: a wider beam walks the same nodes again, other entry points do not.
+                self.counters.add(reentries=1)
+                pos, scores = _merged(pos, scores, *self._walk_from_pivots(q, k, params, ok if filtered else None), k)
+                found = pos >= 0
+                return (self._ids[pos[found]].copy(), scores[found].astype(np.float32)) if found.sum() >= k else None
             found = pos >= 0
             if int(found.sum()) >= k:
                 return self._ids[pos[found]].copy(), scores[found].astype(np.float32)
-            if ef >= self.ef_max or (sel is None and ef >= k):
-                # Unfiltered, a walk that returns fewer than k with a beam of k or more has visited every
-                # node reachable from where the descent landed (a dead end of the directed inner-product
-                # graph): a wider beam walks the same nodes again, so go straight to the exact scan.
-                return None
             ef = min(ef * 4, self.ef_max)
             self.counters.add(widenings=1)
+
+    def _walk_from_pivots(self, q: np.ndarray, k: int, params, ok: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """A level-0 walk started from the ``REENTRY_POINTS`` pivots (passing the filter) that score best."""
+        index = faiss.downcast_index(self._index)
+        if self._pivots is None or self._pivots[0] is not self._index:
+            n = index.ntotal
+            chosen = np.sort(np.random.default_rng(n).choice(n, min(PIVOTS, n), replace=False)).astype(np.int32)
+            self._pivots = (self._index, chosen, self._stored()[chosen].copy())
+        _, positions, vectors = self._pivots
+        if ok is not None:
+            keep = ok[positions]
+            positions, vectors = positions[keep], vectors[keep]
+        if positions.size == 0:
+            return np.full(k, -1, np.int64), np.zeros(k, np.float32)
+        ip = vectors @ q
+        e = min(REENTRY_POINTS, ip.size)
+        best = np.argpartition(-ip, e - 1)[:e] if ip.size > e else np.arange(ip.size)
+        best = best[np.argsort(-ip[best])]
+        entries = np.ascontiguousarray(positions[best][None, :], dtype=np.int32)  # faiss storage_idx_t
+        entry_scores = np.ascontiguousarray(ip[best][None, :], dtype=np.float32)
+        scores, labels = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+        qq = np.ascontiguousarray(q[None, :], dtype=np.float32)
+        # search_type 2: every entry enqueued in one walk (1 would walk from each in turn)
+        index.search_level_0(1, faiss.swig_ptr(qq), k, faiss.swig_ptr(entries), faiss.swig_ptr(entry_scores),
+                             faiss.swig_ptr(scores), faiss.swig_ptr(labels), e, 2, params)
+        return labels[0], scores[0]
+
+
+def _merged(pos_a: np.ndarray, scores_a: np.ndarray, pos_b: np.ndarray, scores_b: np.ndarray,
+            k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best k distinct positions of two walks' answers (-1 = empty slot), best first, padded with -1."""
+    pos = np.concatenate([pos_a, pos_b])
+    scores = np.concatenate([scores_a, scores_b])
+    keep = pos >= 0
+    pos, scores = pos[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    pos, scores = pos[order], scores[order]
+    _, first = np.unique(pos, return_index=True)
+    first = np.sort(first)[:k]
+    out_pos, out_scores = np.full(k, -1, np.int64), np.zeros(k, np.float32)
+    out_pos[:first.size], out_scores[:first.size] = pos[first], scores[first]
+    return out_pos, out_scores

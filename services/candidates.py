@@ -18,7 +18,7 @@ loaded or built the Recommender is not ready (``ready``; services/operate.py). I
 index does not hold yet (added since the build) are scored exactly and merged, so a new
 item is recommendable at once; removed items map to no row.
 
-Honesty of the ANN path: the indexes count their searches, widenings and exact fallbacks
+Honesty of the ANN path: the indexes count their searches, widenings, re-entries and exact fallbacks
 (mixrec/ann.py ``SearchCounters``), and a sample of searches is re-run exactly on a
 background thread (mixrec/ann_recall.py) for the recall the metrics report.
 """

@@ -81,8 +81,12 @@ def _create() -> dict:
         "ann_widenings": gauge("mixrec_ann_widenings",
                                "HNSW searches retried with a wider beam after returning too few results",
                                mode="livesum"),
+        "ann_reentries": gauge("mixrec_ann_reentries",
+                               "HNSW walks that came back short, walked again from the pivots nearest the query",
+                               mode="livesum"),
         "ann_fallbacks": gauge("mixrec_ann_exact_fallbacks",
-                               "HNSW searches still short after widening, answered by an exact scan", mode="livesum"),
+                               "HNSW searches still short after widening and re-entry, answered by an exact scan",
+                               mode="livesum"),
         "ann_fallback_ratio": gauge("mixrec_ann_exact_fallback_ratio",
                                     "Exact fallbacks / HNSW searches since this worker started"),
         "ann_recall": gauge("mixrec_ann_recall",
@@ -195,6 +199,7 @@ def refresh() -> None:
         m["ann_load_seconds"].set(ann["last_load_seconds"])
     m["ann_searches"].set(ann["searches"])
     m["ann_widenings"].set(ann["widenings"])
+    m["ann_reentries"].set(ann["reentries"])
     m["ann_fallbacks"].set(ann["exact_fallbacks"])
     m["ann_fallback_ratio"].set(ann["exact_fallbacks"] / ann["searches"] if ann["searches"] else 0.0)
     m["ann_recall_samples"].set(ann["recall_samples"])

@@ -171,29 +171,56 @@ def test_still_short_at_ef_max_falls_back_exactly_and_is_counted():
     assert c["exact_fallbacks"] == 1 and c["widenings"] == 0
 
 
-def test_an_unfiltered_dead_end_goes_exact_without_widening():
-    """Regression (issue 12, 1M items): 7% of unfiltered per-type searches came back short at every
-    beam (128, 512, 2048): the inner-product graph's directed edges left the walk in a small set it
-    had exhausted, and each such request paid two useless wider walks before the exact scan. Here
-    the graph is cut to a 10-node island around the entry point: the answer must still be exact and
-    complete, with no widening."""
+def _island(index, size: int, cut_everything_else: bool) -> list[int]:
+    """Cut the level-0 graph so the walk, started at the entry point (upper levels dropped), can reach
+    only ``size`` nodes; the other nodes keep their links unless ``cut_everything_else``."""
     import faiss
 
+    hnsw = faiss.downcast_index(index.faiss_index()).hnsw
+    hnsw.max_level = 0  # the walk starts at the entry point, on level 0
+    offsets = faiss.vector_to_array(hnsw.offsets)
+    links = faiss.vector_to_array(hnsw.neighbors).astype(np.int32)
+    if cut_everything_else:
+        links[:] = -1
+    island = [hnsw.entry_point] + [i for i in range(size) if i != hnsw.entry_point][:size - 1]
+    width = hnsw.nb_neighbors(0)
+    for node in island:  # level 0 (the first slots of a node's range): links to the island only
+        others = [o for o in island if o != node][:width]
+        links[offsets[node]:offsets[node] + width] = -1
+        links[offsets[node]:offsets[node] + len(others)] = others
+    faiss.copy_array_to_vector(links, hnsw.neighbors)
+    return island
+
+
+def test_an_unfiltered_dead_end_is_walked_again_from_the_pivots_not_scanned(monkeypatch):
+    """Regression (issue 12, 1M items): ~7% of unfiltered per-type walks came back short at every
+    beam: the inner-product graph's directed edges left the walk in a small island it had exhausted,
+    and each such search fell back to an exact scan of the type (~6 ms against ~0.1 ms). Here the
+    walk starts in a 10-node island of an otherwise intact graph: the answer must come complete from
+    a second walk started at the pivots nearest the query, with no widening and no exact scan."""
     vectors, centres = clustered(3000, 16, seed=3)
     index = CandidateIndex(16, ann_threshold=1, hnsw_m=4, ef_search=32, ef_max=2048, exact_below=10)
     index.add(np.arange(3000), vectors)
-    hnsw = faiss.downcast_index(index.faiss_index()).hnsw
-    offsets = faiss.vector_to_array(hnsw.offsets)
-    links = np.full(faiss.vector_to_array(hnsw.neighbors).size, -1, np.int32)
-    island = [hnsw.entry_point] + [i for i in range(10) if i != hnsw.entry_point][:9]
-    for node in island:  # level 0 (the first slots of a node's range): links to the island only
-        others = [o for o in island if o != node][:2 * 4]
-        links[offsets[node]:offsets[node] + len(others)] = others
-    faiss.copy_array_to_vector(links, hnsw.neighbors)
-    ids, _ = index.search(centres[0], 20)  # 20 > the 10 nodes the walk can reach
-    assert ids.tolist() == brute_force(vectors, centres[0].astype(np.float32), 20).tolist()
+    island = _island(index, 10, cut_everything_else=False)
+    monkeypatch.setattr(index, "_search_exact", lambda *a, **k: pytest.fail("the exact scan ran"))
+    q = centres[0].astype(np.float32)
+    ids, scores = index.search(q, 20)  # 20 > the 10 nodes the first walk can reach
+    assert len(set(ids.tolist())) == 20 and not set(ids.tolist()) <= set(island)
+    assert np.all(np.diff(scores) <= 1e-6)  # best first
+    assert len(set(ids.tolist()) & set(brute_force(vectors, q, 20).tolist())) >= 16
     c = index.counters.as_dict()
-    assert c["searches"] == 1 and c["widenings"] == 0 and c["exact_fallbacks"] == 1
+    assert c["searches"] == 1 and c["reentries"] == 1 and c["widenings"] == 0 and c["exact_fallbacks"] == 0
+
+
+def test_a_dead_end_the_pivots_cannot_complete_goes_exact_without_widening():
+    vectors, centres = clustered(3000, 16, seed=3)
+    index = CandidateIndex(16, ann_threshold=1, hnsw_m=4, ef_search=32, ef_max=2048, exact_below=10)
+    index.add(np.arange(3000), vectors)
+    _island(index, 10, cut_everything_else=True)  # no node but the island's has a link
+    ids, _ = index.search(centres[0], 50)  # > the island plus the re-entry points, each a dead end
+    assert ids.tolist() == brute_force(vectors, centres[0].astype(np.float32), 50).tolist()
+    c = index.counters.as_dict()
+    assert c["searches"] == 1 and c["reentries"] == 1 and c["widenings"] == 0 and c["exact_fallbacks"] == 1
 
 
 def test_one_copy_of_the_vectors_and_array_id_maps():

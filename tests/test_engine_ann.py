@@ -205,6 +205,7 @@ def test_ann_counters_recall_and_fallback_rate_reach_the_metrics(engines, catalo
     assert pods == [ann.store.stats()["items_by_type"]["podcast"]] and pods[0] >= 1  # a label's series, by label
     assert _sample(text, "mixrec_ann_searches") == d["searches"]
     assert _sample(text, "mixrec_ann_widenings") == d["widenings"]
+    assert _sample(text, "mixrec_ann_reentries") == d["reentries"]
     assert _sample(text, "mixrec_ann_exact_fallbacks") == d["exact_fallbacks"]
     assert _sample(text, "mixrec_ann_exact_fallback_ratio") == pytest.approx(d["exact_fallbacks"] / d["searches"])
     assert _sample(text, "mixrec_ann_recall_samples") == d["recall_samples"]
