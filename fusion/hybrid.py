@@ -523,7 +523,13 @@ class HybridModel(SnapshotReader):
             snap = self._snap
             current = snap is not None and len(snap.counts) == len(self.items)
             # Positives per item are the snapshot's counts (every write that changes positives publishes).
-            touched = self._forget_items(drop) if not current or np.any(snap.counts[rows] > 0) else set()
+            touched = set()
+            if not current:
+                touched = self._forget_items(drop, self.positives.keys())
+            elif np.any(snap.counts[rows] > 0):
+                # The snapshot's seen matrix holds every positive: its columns name the fans, in C.
+                fans = np.unique(snap.seen[:, rows].tocoo().row)
+                touched = self._forget_items(drop, [snap.user_ids[u] for u in fans])
             if current and self.items.n_dead + len(rows) <= MAX_DEAD_SHARE * len(self.items):
                 self.items.tombstone(rows)
                 view = self.items.view()
@@ -537,11 +543,14 @@ class HybridModel(SnapshotReader):
             if not (self._publish_kept(keep) and self._publish_users(touched)):
                 self._refresh()
 
-    def _forget_items(self, drop: set[str]) -> set[str]:
-        """Remove items ``drop`` from every user's positives; returns the users who had one."""
+    def _forget_items(self, drop: set[str], users: Iterable[str]) -> set[str]:
+        """Remove items ``drop`` from the positives of ``users``; returns the users who had one."""
         touched = set()
-        for table in (self.positives, self.pair_time):
-            for uid, row in table.items():
+        for uid in users:
+            for table in (self.positives, self.pair_time):
+                row = table.get(uid)
+                if row is None:
+                    continue
                 for iid in drop & row.keys():
                     del row[iid]
                     touched.add(uid)
