@@ -23,7 +23,7 @@ import time
 from contextlib import contextmanager
 
 from mixrec.config import MODALITIES
-from services.replica import ReplicaObserver
+from services.replica_observer import ReplicaObserver
 
 log = logging.getLogger("mixrec.ops_metrics")
 # HTTP status of a refused request -> the reason label (bounded: anything else is "other").

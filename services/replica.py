@@ -37,6 +37,7 @@ from mixrec.errors import ServerError
 from mixrec.storage.media import MediaStore
 from mixrec.storage.store import CatalogStore
 from services.checkpoints import CheckpointDir
+from services.replica_observer import ReplicaObserver
 
 log = logging.getLogger("mixrec.engine")
 
@@ -60,17 +61,6 @@ class _UpdateRun:
         except BaseException as e:  # noqa: BLE001 - recorded for the waiter, logged once
             self.error = e
             log.exception("model update failed")
-
-
-class ReplicaObserver:
-    """Told how model updates, checkpoints and accepted feedback went; services/ops_metrics.py exports
-    them as metrics. This base records nothing."""
-
-    def updated(self, seconds: float, ok: bool, events_trained: int) -> None: ...
-
-    def checkpointed(self, seconds: float, ok: bool) -> None: ...
-
-    def accepted(self, events: int) -> None: ...
 
 
 class Replica:

@@ -10,7 +10,19 @@ from mixrec.storage.errors import (
     UnsupportedMediaError,
 )
 from mixrec.storage.media import MediaStore, StoredMedia
-from mixrec.storage.store import CatalogChange, CatalogStore, StoredInteraction
+
+# The database half (SQLAlchemy) loads on first use: a process that only sniffs or stores media (an
+# encoder worker importing the service module, the media endpoint) does not pay for it.
+_STORE_NAMES = ("CatalogChange", "CatalogStore", "StoredInteraction")
+
+
+def __getattr__(name: str):
+    if name in _STORE_NAMES:
+        from mixrec.storage import store
+
+        return getattr(store, name)
+    raise AttributeError(f"module 'mixrec.storage' has no attribute {name!r}")
+
 
 __all__ = [
     "CatalogChange",
