@@ -150,7 +150,10 @@ class Served:
 
 def serve_env(artifacts: Path, state: Path, db_url: str | None = None, **extra: str) -> dict[str, str]:
     state.mkdir(parents=True, exist_ok=True)
+    # Its own BENTOML_HOME: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir at start, which
+    # would wipe the metrics of any other server (a test suite's) sharing the default home.
     return {"MIXREC_CONFIG": str(ROOT / "configs" / "offline.yaml"),
+            "BENTOML_HOME": str(state / "bentoml"),
             "MIXREC__SERVING__ARTIFACTS": str(artifacts),
             "MIXREC__SERVING__STATE_DIR": str(state / "state"),
             "MIXREC__STORAGE__URL": db_url or f"sqlite:///{state / 'db.sqlite'}",

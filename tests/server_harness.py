@@ -40,8 +40,13 @@ class Server:
 def recommender_env(artifacts_dir: Path, state: Path, **overrides: str) -> dict[str, str]:
     """Environment for ``bentoml serve services.recommender:Recommender`` on a throwaway state under ``state``:
     the offline config, the given trained artifacts, SQLite, no automatic updates; ``overrides`` are
-    extra ``MIXREC_*`` variables (``MIXREC__SERVING__WORKERS="2"``, ...)."""
+    extra ``MIXREC_*`` variables (``MIXREC__SERVING__WORKERS="2"``, ...).
+
+    Each server gets its own ``BENTOML_HOME``: ``bentoml serve`` empties ``$BENTOML_HOME/prometheus_multiproc_dir``
+    when it starts, so two servers sharing a home wipe each other's metrics (a CI run lost its
+    ``/metrics`` series to a benchmark's server started beside it)."""
     return {"MIXREC_CONFIG": str(REPO_ROOT / "configs" / "offline.yaml"),
+            "BENTOML_HOME": str(state / "bentoml"),
             "MIXREC__SERVING__ARTIFACTS": str(artifacts_dir),
             "MIXREC__SERVING__STATE_DIR": str(state / "state"),
             "MIXREC__STORAGE__URL": f"sqlite:///{state / 'db.sqlite'}",
