@@ -89,26 +89,30 @@ class Served:
         self.url = ""
 
     def start(self) -> float:
-        from server_harness import free_port
+        """Seconds to ready (of the attempt that started; one that lost a port race is retried)."""
+        from server_harness import START_ATTEMPTS, free_port, lost_port_race
 
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        log = self.log_dir / f"serve-{port}.log"
-        cmd = [bentoml_executable(), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
-        t0 = time.monotonic()
-        with open(log, "wb") as out:
-            env = {**os.environ, **OFFLINE_ENV, **self.env}
-            if self.source != ROOT:
-                env["PYTHONPATH"] = str(self.source)
-                env["MIXREC_CONFIG"] = str(self.source / "configs" / "offline.yaml")
-            self.tree = ProcessTree(cmd, env=env, cwd=self.source, output=out)
-        try:
-            wait_http_ready(self.tree, f"{self.url}/readyz", READY_TIMEOUT_S,
-                            lambda: log.read_text(errors="replace")[-4000:])
-        except BaseException:  # not ready (or interrupted): leave nothing running
-            self.stop()
-            raise
-        return time.monotonic() - t0
+        for attempt in range(1, START_ATTEMPTS + 1):
+            port = free_port()
+            self.url = f"http://127.0.0.1:{port}"
+            log = self.log_dir / f"serve-{port}.log"
+            cmd = [bentoml_executable(), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
+            t0 = time.monotonic()
+            with open(log, "wb") as out:
+                env = {**os.environ, **OFFLINE_ENV, **self.env}
+                if self.source != ROOT:
+                    env["PYTHONPATH"] = str(self.source)
+                    env["MIXREC_CONFIG"] = str(self.source / "configs" / "offline.yaml")
+                self.tree = ProcessTree(cmd, env=env, cwd=self.source, output=out)
+            try:
+                wait_http_ready(self.tree, f"{self.url}/readyz", READY_TIMEOUT_S,
+                                lambda: log.read_text(errors="replace")[-4000:])
+                return time.monotonic() - t0
+            except BaseException as e:  # not ready (or interrupted): leave nothing running
+                raced = isinstance(e, RuntimeError) and lost_port_race(self.tree, log.read_text(errors="replace"))
+                self.stop()
+                if not raced or attempt == START_ATTEMPTS:
+                    raise
 
     def processes(self) -> list[psutil.Process]:
         try:

@@ -72,6 +72,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# A port picked free can be taken before the server binds it: our HTTP port (free_port) and the two
+# loopback ports BentoML reserves for its circus arbiter and releases before binding them
+# (bentoml/_internal/utils/circus ``reserve_free_port``). A start that lost that race is retried on
+# new ports; any other failure is not.
+PORT_RACE = "Address already in use"
+START_ATTEMPTS = 3
+
+
+def lost_port_race(tree: ProcessTree, log_text: str) -> bool:
+    """The server exited because a port it was given was taken in the meantime."""
+    return not tree.running() and PORT_RACE in log_text
+
+
+def _stop(server: Server, grace_s: float) -> None:
+    server.tree.stop(grace_s)
+    left = server.tree.leftovers()
+    assert not left, f"bentoml serve left processes behind: {left}"
+
+
 @contextmanager
 def serve_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: Path | None = None,
                 cwd: Path | None = None, timeout_s: float = 240.0, grace_s: float = 10.0) -> Iterator[Server]:
@@ -80,18 +99,25 @@ def serve_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: P
     ``env`` overrides the inherited environment (MIXREC_CONFIG, MIXREC__SERVING__ARTIFACTS,
     MIXREC__STORAGE__URL, BENTOML_HOME, ...). The log is ``<log_dir>/bentoml-serve-<port>.log``.
     """
-    port = free_port()
     log_dir = Path(log_dir or os.environ.get("TMPDIR", "/tmp"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"bentoml-serve-{port}.log"
-    cmd = [bentoml_executable(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "wb") as log:
-        tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, cwd=cwd or REPO_ROOT, output=log)
-    server = Server(url=f"http://127.0.0.1:{port}", port=port, tree=tree, log_path=log_path)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        log_path = log_dir / f"bentoml-serve-{port}.log"
+        cmd = [bentoml_executable(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+        with open(log_path, "wb") as log:
+            tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, cwd=cwd or REPO_ROOT,
+                               output=log)
+        server = Server(url=f"http://127.0.0.1:{port}", port=port, tree=tree, log_path=log_path)
+        try:
+            wait_http_ready(tree, f"{server.url}/readyz", timeout_s, server.log_tail)
+            break
+        except BaseException as e:
+            raced = isinstance(e, RuntimeError) and lost_port_race(tree, server.log_tail())
+            _stop(server, grace_s)
+            if not raced or attempt == START_ATTEMPTS:
+                raise
     try:
-        wait_http_ready(tree, f"{server.url}/readyz", timeout_s, server.log_tail)
         yield server
     finally:
-        tree.stop(grace_s)
-        left = tree.leftovers()
-        assert not left, f"bentoml serve left processes behind: {left}"
+        _stop(server, grace_s)
