@@ -66,8 +66,8 @@ import psutil  # noqa: E402
 
 from load_client import run_load  # noqa: E402
 from malformed_requests import CASES, check_response  # noqa: E402
-from tools.packaging import OFFLINE_ENV, bentoml_executable  # noqa: E402
-from mixrec.process_tree import ProcessTree, wait_http_ready  # noqa: E402
+from tools.packaging import OFFLINE_ENV  # noqa: E402
+from mixrec.process_tree import ProcessTree  # noqa: E402
 
 SERVICE = "services.recommender:Recommender"
 RESULTS = ROOT / "bench" / "results" / "reliability.json"
@@ -89,30 +89,16 @@ class Served:
         self.url = ""
 
     def start(self) -> float:
-        """Seconds to ready (of the attempt that started; one that lost a port race is retried)."""
-        from server_harness import START_ATTEMPTS, free_port, lost_port_race
+        """Seconds to ready (of the attempt that started; server_harness retries a lost port race)."""
+        from server_harness import launch_bento
 
-        for attempt in range(1, START_ATTEMPTS + 1):
-            port = free_port()
-            self.url = f"http://127.0.0.1:{port}"
-            log = self.log_dir / f"serve-{port}.log"
-            cmd = [bentoml_executable(), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port)]
-            t0 = time.monotonic()
-            with open(log, "wb") as out:
-                env = {**os.environ, **OFFLINE_ENV, **self.env}
-                if self.source != ROOT:
-                    env["PYTHONPATH"] = str(self.source)
-                    env["MIXREC_CONFIG"] = str(self.source / "configs" / "offline.yaml")
-                self.tree = ProcessTree(cmd, env=env, cwd=self.source, output=out)
-            try:
-                wait_http_ready(self.tree, f"{self.url}/readyz", READY_TIMEOUT_S,
-                                lambda: log.read_text(errors="replace")[-4000:])
-                return time.monotonic() - t0
-            except BaseException as e:  # not ready (or interrupted): leave nothing running
-                raced = isinstance(e, RuntimeError) and lost_port_race(self.tree, log.read_text(errors="replace"))
-                self.stop()
-                if not raced or attempt == START_ATTEMPTS:
-                    raise
+        env = dict(self.env)
+        if self.source != ROOT:
+            env.update(PYTHONPATH=str(self.source), MIXREC_CONFIG=str(self.source / "configs" / "offline.yaml"))
+        server = launch_bento(SERVICE, env=env, log_dir=self.log_dir, cwd=self.source, timeout_s=READY_TIMEOUT_S,
+                              grace_s=15)
+        self.tree, self.url = server.tree, server.url
+        return server.ready_s
 
     def processes(self) -> list[psutil.Process]:
         try:

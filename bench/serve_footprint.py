@@ -24,32 +24,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 import robustness as rb  # noqa: E402
+from attacks import service_processes  # noqa: E402
 
 MB = 2 ** 20
 
 
-def service_of(proc: psutil.Process) -> str:
-    """The service a worker runs (its ``--service-name``), else the process's role in the tree."""
-    cmd = proc.cmdline()
-    for a, b in zip(cmd, cmd[1:]):
-        if a == "--service-name":
-            return b
-    return "Recommender" if "--worker-id" in cmd or "worker" in " ".join(cmd[1:3]) else "supervisor"
-
-
 def footprint(srv: rb.Served) -> dict[str, dict]:
+    """RSS / PSS / USS by service (attacks.service_processes: each worker's ``--service-name``), and
+    the ``bentoml serve`` supervisor itself."""
+    groups = {"supervisor": [psutil.Process(srv.tree.pid)], **service_processes(srv.tree.pid)}
     by_service: dict[str, dict] = {}
-    for proc in [psutil.Process(srv.tree.pid)] + srv.processes():
-        try:
-            name, mem = service_of(proc), proc.memory_full_info()
-        except psutil.NoSuchProcess:
-            continue
+    for name, procs in groups.items():
         row = by_service.setdefault(name, {"processes": 0, "rss_mb": 0.0, "pss_mb": 0.0, "uss_mb": 0.0})
-        row["processes"] += 1
-        row["rss_mb"] += mem.rss / MB
-        row["pss_mb"] += mem.pss / MB
-        row["uss_mb"] += mem.uss / MB
-    for row in by_service.values():
+        for proc in procs:
+            try:
+                mem = proc.memory_full_info()
+            except psutil.NoSuchProcess:
+                continue
+            row["processes"] += 1
+            row["rss_mb"] += mem.rss / MB
+            row["pss_mb"] += mem.pss / MB
+            row["uss_mb"] += mem.uss / MB
         for k in ("rss_mb", "pss_mb", "uss_mb"):
             row[k] = round(row[k], 1)
     return by_service

@@ -633,22 +633,18 @@ def inprocess_text_best(texts: list[str], seconds: float) -> dict:
 
 
 def _cpu_by_service(root_pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) so far of each service's workers in the server's process tree."""
+    """CPU seconds (user + system) so far of each service's workers (attacks.service_processes)."""
     import psutil
+    from attacks import service_processes
 
     out: dict[str, float] = {}
-    try:
-        procs = [psutil.Process(root_pid)] + psutil.Process(root_pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return out
-    for proc in procs:
-        try:
-            cmd, cpu = proc.cmdline(), proc.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        name = next((b for a, b in zip(cmd, cmd[1:]) if a == "--service-name"), None)
-        name = name or ("Recommender" if proc.pid != root_pid else "supervisor")
-        out[name] = out.get(name, 0.0) + cpu.user + cpu.system
+    for name, procs in service_processes(root_pid).items():
+        for proc in procs:
+            try:
+                cpu = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[name] = out.get(name, 0.0) + cpu.user + cpu.system
     return out
 
 

@@ -274,7 +274,8 @@ class HybridModel(SnapshotReader):
     def _user_features(self, interest: np.ndarray, users: Sequence[str] | None = None) -> sp.csr_matrix:
         """Feature rows of ``users`` (default every user; ``interest`` holds one row per user)."""
         top = top_clusters(interest, self.codebook.top)
-        rows = [user_feature_row(uid, top, self.weights, row=u) for u, uid in enumerate(self.user_ids if users is None else users)]
+        users = self.user_ids if users is None else users
+        rows = [user_feature_row(uid, top, self.weights, row=u) for u, uid in enumerate(users)]
         return rows_to_csr(rows, self.user_fidx)
 
     def _fit(self, epochs: int, progress: bool) -> None:

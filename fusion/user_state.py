@@ -4,8 +4,9 @@ A user's published state (decayed positives, interest distribution, LightFM feat
 representation) depends only on that user's own events and on parameters that feedback does not
 change, so ``HybridModel.add_interactions`` recomputes the rows of the users it touched and splices
 them into the published arrays: O(touched users' events) in Python, plus array copies in C,
-instead of a Python pass over every stored event and every user (0.15-0.2 s per event at 37k
-events, growing with the history).
+instead of a Python pass over every stored event and every user (58-74 ms per feedback call at
+~37k stored events and 377-614 ms at ~237k before this cache, 2-5 ms after: BENCHMARKS.md
+"Feedback and liked-item deletes").
 """
 
 from __future__ import annotations

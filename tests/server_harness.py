@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ class Server:
     port: int
     tree: ProcessTree
     log_path: Path
+    ready_s: float = 0.0  # start to ready, of the attempt that started
 
     def log_tail(self, chars: int = LOG_TAIL_CHARS) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
@@ -91,6 +93,35 @@ def _stop(server: Server, grace_s: float) -> None:
     assert not left, f"bentoml serve left processes behind: {left}"
 
 
+def launch_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: Path | None = None,
+                 cwd: Path | None = None, timeout_s: float = 240.0, grace_s: float = 10.0) -> Server:
+    """Start ``bentoml serve target`` on a free loopback port and wait until it is ready; the caller
+    stops it (``serve_bento`` does). A start that lost a port race is retried on new ports; any other
+    failure stops what was started and is raised."""
+    log_dir = Path(log_dir or os.environ.get("TMPDIR", "/tmp"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = free_port()
+        log_path = log_dir / f"bentoml-serve-{port}.log"
+        cmd = [bentoml_executable(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
+        t0 = time.monotonic()
+        with open(log_path, "wb") as log:
+            tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, cwd=cwd or REPO_ROOT,
+                               output=log)
+        server = Server(url=f"http://127.0.0.1:{port}", port=port, tree=tree, log_path=log_path)
+        try:
+            wait_http_ready(tree, f"{server.url}/readyz", timeout_s, server.log_tail)
+        except BaseException as e:
+            raced = isinstance(e, RuntimeError) and lost_port_race(tree, server.log_tail())
+            _stop(server, grace_s)
+            if not raced or attempt == START_ATTEMPTS:
+                raise
+            continue
+        server.ready_s = time.monotonic() - t0
+        return server
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 @contextmanager
 def serve_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: Path | None = None,
                 cwd: Path | None = None, timeout_s: float = 240.0, grace_s: float = 10.0) -> Iterator[Server]:
@@ -99,24 +130,7 @@ def serve_bento(target: str, *, env: Mapping[str, str] | None = None, log_dir: P
     ``env`` overrides the inherited environment (MIXREC_CONFIG, MIXREC__SERVING__ARTIFACTS,
     MIXREC__STORAGE__URL, BENTOML_HOME, ...). The log is ``<log_dir>/bentoml-serve-<port>.log``.
     """
-    log_dir = Path(log_dir or os.environ.get("TMPDIR", "/tmp"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, START_ATTEMPTS + 1):
-        port = free_port()
-        log_path = log_dir / f"bentoml-serve-{port}.log"
-        cmd = [bentoml_executable(), "serve", target, "--host", "127.0.0.1", "--port", str(port)]
-        with open(log_path, "wb") as log:
-            tree = ProcessTree(cmd, env={**os.environ, **OFFLINE_ENV, **(env or {})}, cwd=cwd or REPO_ROOT,
-                               output=log)
-        server = Server(url=f"http://127.0.0.1:{port}", port=port, tree=tree, log_path=log_path)
-        try:
-            wait_http_ready(tree, f"{server.url}/readyz", timeout_s, server.log_tail)
-            break
-        except BaseException as e:
-            raced = isinstance(e, RuntimeError) and lost_port_race(tree, server.log_tail())
-            _stop(server, grace_s)
-            if not raced or attempt == START_ATTEMPTS:
-                raise
+    server = launch_bento(target, env=env, log_dir=log_dir, cwd=cwd, timeout_s=timeout_s, grace_s=grace_s)
     try:
         yield server
     finally:
